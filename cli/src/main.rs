@@ -1,0 +1,38 @@
+//! `oxvs`: one binary, many tools. `oxvs dpctl ...`, or the binary run through a
+//! link named `ovs-dpctl`, is the datapath tool. The OVSDB, vsctl, ofctl and
+//! appctl tools arrive with their issues; until then they say so and fail.
+mod dpctl;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().collect();
+    let argv0 = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
+    let (tool, prog, rest) = match argv0.as_str() {
+        "ovs-dpctl" => ("dpctl", "ovs-dpctl".to_string(), args.split_off(1)),
+        _ => {
+            if args.len() < 2 {
+                eprintln!("usage: oxvs TOOL [ARGS...]\ntools: dpctl");
+                return ExitCode::from(1);
+            }
+            let tool = args[1].clone();
+            let rest = args.split_off(2);
+            let t: &'static str = match tool.as_str() {
+                "dpctl" => "dpctl",
+                "-h" | "--help" | "help" => {
+                    println!("usage: oxvs TOOL [ARGS...]\ntools: dpctl (see `oxvs dpctl --help`)");
+                    return ExitCode::SUCCESS;
+                }
+                other => {
+                    eprintln!("oxvs: unknown tool \"{other}\" (available: dpctl)");
+                    return ExitCode::from(1);
+                }
+            };
+            (t, format!("oxvs {tool}"), rest)
+        }
+    };
+    match tool {
+        "dpctl" => dpctl::main(&prog, rest),
+        _ => unreachable!(),
+    }
+}

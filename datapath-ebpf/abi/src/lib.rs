@@ -1,0 +1,386 @@
+//! oxvs-dp-abi: the `#[repr(C)]` types the eBPF datapath and userspace share.
+//!
+//! Everything here is plain old data with explicit padding, so the same bytes mean
+//! the same thing on both sides of a map. Multi-byte packet fields are kept in
+//! network byte order exactly as they appear on the wire (like OVS's `struct flow`
+//! with its `ovs_be16`/`ovs_be32` members); metadata (`in_port`) is host order.
+#![no_std]
+
+/// Number of 64-bit words in a [`FlowKey`]; masking works word by word.
+pub const FLOW_KEY_WORDS: usize = 13;
+
+/// The datapath's flow key: what `flow_extract` fills from a packet.
+///
+/// The layout is fixed (104 bytes, 8-byte aligned, no implicit padding) because
+/// masks are applied as `key[i] & mask[i]` over [`FLOW_KEY_WORDS`] u64 words.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Datapath port number the packet came in on (host order).
+    pub in_port: u32,
+    /// Ethertype after any VLAN tags (big endian). 0x05ff for 802.2 frames
+    /// without SNAP (OVS's FLOW_DL_TYPE_NONE), 0 when the frame is shorter than
+    /// an Ethernet header.
+    pub eth_type: u16,
+    /// IP protocol, or the low byte of the ARP opcode.
+    pub nw_proto: u8,
+    /// `FRAG_ANY` | `FRAG_LATER`.
+    pub nw_frag: u8,
+    pub eth_src: [u8; 6],
+    pub eth_dst: [u8; 6],
+    /// VLAN TCIs, outermost first, big endian, with `VLAN_CFI` set when the tag is
+    /// present (OVS's convention, so a zero TCI means "no tag").
+    pub vlan_tci: [u16; 2],
+    /// The TPIDs of those tags (big endian): 0x8100 or 0x88a8.
+    pub vlan_tpid: [u16; 2],
+    /// IPv4 TOS / IPv6 traffic class (DSCP and ECN).
+    pub nw_tos: u8,
+    /// IPv4 TTL / IPv6 hop limit.
+    pub nw_ttl: u8,
+    /// TCP flags (big endian, low 12 bits).
+    pub tcp_flags: u16,
+    /// IPv4 source in the first 4 bytes, or the IPv6 source; ARP SPA.
+    pub nw_src: [u8; 16],
+    /// IPv4 destination in the first 4 bytes, or the IPv6 destination; ARP TPA.
+    pub nw_dst: [u8; 16],
+    /// IPv6 flow label (big endian, low 20 bits).
+    pub ipv6_label: u32,
+    /// L4 source port, or ICMP type (big endian 16 bits, as OVS keeps it).
+    pub tp_src: u16,
+    /// L4 destination port, or ICMP code.
+    pub tp_dst: u16,
+    /// ARP SHA, or ND source link-layer address.
+    pub arp_sha: [u8; 6],
+    /// ARP THA, or ND target link-layer address.
+    pub arp_tha: [u8; 6],
+    /// ND target address.
+    pub nd_target: [u8; 16],
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<FlowKey>() == FLOW_KEY_WORDS * 8);
+
+impl FlowKey {
+    pub const fn zeroed() -> Self {
+        FlowKey {
+            in_port: 0,
+            eth_type: 0,
+            nw_proto: 0,
+            nw_frag: 0,
+            eth_src: [0; 6],
+            eth_dst: [0; 6],
+            vlan_tci: [0; 2],
+            vlan_tpid: [0; 2],
+            nw_tos: 0,
+            nw_ttl: 0,
+            tcp_flags: 0,
+            nw_src: [0; 16],
+            nw_dst: [0; 16],
+            ipv6_label: 0,
+            tp_src: 0,
+            tp_dst: 0,
+            arp_sha: [0; 6],
+            arp_tha: [0; 6],
+            nd_target: [0; 16],
+            _pad: 0,
+        }
+    }
+
+    /// The key as words, for masking and hashing.
+    pub fn words(&self) -> &[u64; FLOW_KEY_WORDS] {
+        // SAFETY: FlowKey is repr(C, align(8)), exactly FLOW_KEY_WORDS*8 bytes, and
+        // every bit pattern is a valid u64.
+        unsafe { &*(self as *const FlowKey as *const [u64; FLOW_KEY_WORDS]) }
+    }
+
+    pub fn words_mut(&mut self) -> &mut [u64; FLOW_KEY_WORDS] {
+        // SAFETY: as in `words`; every bit pattern is also a valid FlowKey (all
+        // fields are integers or byte arrays).
+        unsafe { &mut *(self as *mut FlowKey as *mut [u64; FLOW_KEY_WORDS]) }
+    }
+
+    /// `self & mask`, word by word.
+    pub fn masked(&self, mask: &FlowKey) -> FlowKey {
+        let mut out = *self;
+        let m = mask.words();
+        for (w, m) in out.words_mut().iter_mut().zip(m.iter()) {
+            *w &= *m;
+        }
+        out
+    }
+}
+
+/// `nw_frag` bits, as OVS's FLOW_NW_FRAG_*.
+pub const FRAG_ANY: u8 = 1;
+pub const FRAG_LATER: u8 = 2;
+/// The "tag present" bit of a TCI, as OVS uses it in flow keys.
+pub const VLAN_CFI: u16 = 0x1000;
+
+pub const ETH_TYPE_IP: u16 = 0x0800;
+pub const ETH_TYPE_ARP: u16 = 0x0806;
+pub const ETH_TYPE_RARP: u16 = 0x8035;
+pub const ETH_TYPE_IPV6: u16 = 0x86dd;
+pub const ETH_TYPE_VLAN_8021Q: u16 = 0x8100;
+pub const ETH_TYPE_VLAN_8021AD: u16 = 0x88a8;
+/// OVS's FLOW_DL_TYPE_NONE: an 802.2 frame that is not SNAP-encapsulated Ethernet II.
+pub const ETH_TYPE_NONE: u16 = 0x05ff;
+pub const ETH_TYPE_MIN: u16 = 0x0600;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_SCTP: u8 = 132;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// The megaflow hash's key: the id of the mask and the key already masked by it.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct MegaflowKey {
+    pub mask_id: u32,
+    pub _pad: u32,
+    pub key: FlowKey,
+}
+
+/// One mask in the masks array (indexed by mask id).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MaskEntry {
+    pub mask: FlowKey,
+}
+
+/// Maximum actions per flow. Long action lists (e.g. a flood to many ports) are
+/// the kind that OVS would also split; 16 covers the cases.
+pub const MAX_ACTIONS: usize = 16;
+
+/// Action kinds. The numbering is ours (not OVS_ACTION_ATTR_*): this is a
+/// fixed-size encoding the eBPF program can walk in a bounded loop.
+pub mod action {
+    pub const OUTPUT: u8 = 1;
+    pub const USERSPACE: u8 = 2;
+    pub const PUSH_VLAN: u8 = 3;
+    pub const POP_VLAN: u8 = 4;
+    pub const SET_ETH_SRC: u8 = 5;
+    pub const SET_ETH_DST: u8 = 6;
+    pub const SET_IPV4_SRC: u8 = 7;
+    pub const SET_IPV4_DST: u8 = 8;
+    pub const SET_IPV4_TOS: u8 = 9;
+    pub const SET_IPV4_TTL: u8 = 10;
+    pub const SET_IPV6_SRC: u8 = 11;
+    pub const SET_IPV6_DST: u8 = 12;
+    pub const SET_IPV6_TCLASS: u8 = 13;
+    pub const SET_IPV6_HLIMIT: u8 = 14;
+    pub const SET_TP_SRC: u8 = 15;
+    pub const SET_TP_DST: u8 = 16;
+    pub const DEC_TTL: u8 = 17;
+}
+
+/// One datapath action.
+///
+/// `arg` is the output port, the userspace pid, the new TCI (push_vlan, with
+/// `VLAN_CFI`), the TPID in the high 16 bits for push_vlan, or a one-byte value
+/// (tos, ttl, tclass, hlimit) with its mask in bits 8..16; `data` holds addresses
+/// and ports in network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Action {
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    pub arg: u32,
+    pub data: [u8; 16],
+}
+
+/// `FlowEntry::flags`: the flow's actions can't run at XDP (more than one
+/// output, or an output that is not last); XDP passes the packet to the tc hook.
+pub const FLOW_F_TC_ONLY: u32 = 1;
+
+/// The megaflow hash's value: where the flow's stats live and what to do.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowEntry {
+    /// Index into the per-CPU flow stats array; allocated by userspace.
+    pub slot: u32,
+    pub flags: u32,
+    pub n_actions: u32,
+    pub _pad: u32,
+    pub actions: [Action; MAX_ACTIONS],
+}
+
+impl Default for FlowEntry {
+    fn default() -> Self {
+        FlowEntry { slot: 0, flags: 0, n_actions: 0, _pad: 0, actions: [Action::default(); MAX_ACTIONS] }
+    }
+}
+
+/// Per-CPU, per-slot flow statistics.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns()` of the last hit (CLOCK_MONOTONIC), 0 = never.
+    pub used_ns: u64,
+    /// OR of the TCP flags seen (host order).
+    pub tcp_flags: u16,
+    pub _pad: [u8; 6],
+}
+
+/// Exact-match cache entry (per CPU): the full key and the mask id it last hit.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EmcEntry {
+    pub key: FlowKey,
+    pub mask_id: u32,
+    /// Equal to `DpConfig::emc_gen` when valid.
+    pub generation: u32,
+}
+
+/// Global datapath configuration, element 0 of the config array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DpConfig {
+    /// Number of valid entries in the mask order array.
+    pub n_masks: u32,
+    /// Bumped by userspace to invalidate every exact-match cache entry at once.
+    pub emc_gen: u32,
+    /// Upcall token bucket per in_port: tokens per second (0 = unlimited).
+    pub upcall_rate: u32,
+    /// Bucket depth in upcalls.
+    pub upcall_burst: u32,
+}
+
+/// Per-port information, indexed by datapath port number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PortInfo {
+    /// 0 = no port at this number.
+    pub ifindex: u32,
+    pub _pad: u32,
+}
+
+/// Upcall token bucket state per in_port. Updated without atomics: the bucket is
+/// a rate limit, a lost update between CPUs only makes it slightly generous.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct UpcallBucket {
+    /// Tokens, scaled by 2^20 so sub-token refill over short intervals adds up.
+    pub tokens: u64,
+    pub last_ns: u64,
+}
+
+pub const TOKEN_SCALE_SHIFT: u32 = 20;
+
+/// Most packet bytes carried in an upcall record (a full 1518-byte frame and a
+/// little more for tagged frames).
+pub const UPCALL_MAX_BYTES: usize = 1536;
+
+/// Why a packet went up.
+pub const UPCALL_MISS: u32 = 0;
+pub const UPCALL_ACTION: u32 = 1;
+
+/// Hook a packet was seen at.
+pub const HOOK_XDP: u32 = 0;
+pub const HOOK_TC: u32 = 1;
+
+/// One record in the upcall ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UpcallRecord {
+    pub key: FlowKey,
+    /// `UPCALL_MISS` or `UPCALL_ACTION`.
+    pub reason: u32,
+    pub hook: u32,
+    /// The frame's full length on the wire.
+    pub pkt_len: u32,
+    /// How many bytes of it are in `data`.
+    pub cap_len: u32,
+    /// For `UPCALL_ACTION`: the pid argument of the userspace action.
+    pub pid: u32,
+    /// At the tc hook the outer VLAN tag may be held in skb metadata, not in
+    /// `data`: then `tpid << 16 | tci` (tci without VLAN_CFI), else 0.
+    pub meta_vlan: u32,
+    pub data: [u8; UPCALL_MAX_BYTES],
+}
+
+/// Datapath-wide counters (per CPU, summed by userspace), indices into the
+/// counters array.
+pub mod counter {
+    /// Packets the program saw.
+    pub const RX: u32 = 0;
+    /// Megaflow hits (EMC or mask walk).
+    pub const HIT: u32 = 1;
+    /// Hits answered by the exact-match cache.
+    pub const EMC_HIT: u32 = 2;
+    /// Megaflow misses.
+    pub const MISS: u32 = 3;
+    /// Upcalls queued to the ring buffer.
+    pub const UPCALL: u32 = 4;
+    /// Upcalls lost because the ring buffer was full.
+    pub const UPCALL_LOST: u32 = 5;
+    /// Upcalls refused by the per-port token bucket.
+    pub const UPCALL_RATELIMITED: u32 = 6;
+    /// Packets whose headers were truncated or malformed (a partial key).
+    pub const MALFORMED: u32 = 7;
+    /// Packets handed from XDP to the tc hook.
+    pub const TC_HANDOFF: u32 = 8;
+    /// Packets an action could not be carried out on (dropped).
+    pub const ACTION_ERR: u32 = 9;
+    /// Packets dropped by a flow with no output.
+    pub const DROP_ACTION: u32 = 10;
+    /// Mask lookups performed (for the average walk depth).
+    pub const MASK_LOOKUPS: u32 = 11;
+    pub const N: u32 = 12;
+}
+
+/// Map names (BPF object names are at most 15 characters).
+pub mod maps {
+    pub const FLOWS: &str = "OXVS_FLOWS";
+    pub const MASKS: &str = "OXVS_MASKS";
+    pub const MASK_ORDER: &str = "OXVS_MASK_ORDER";
+    pub const MASK_HITS: &str = "OXVS_MASK_HITS";
+    pub const FLOW_STATS: &str = "OXVS_FLOW_STATS";
+    pub const EMC: &str = "OXVS_EMC";
+    pub const CONFIG: &str = "OXVS_CONFIG";
+    pub const PORTS: &str = "OXVS_PORTS";
+    pub const IFPORT: &str = "OXVS_IFPORT";
+    pub const TX_PORTS: &str = "OXVS_TX_PORTS";
+    pub const UPCALLS: &str = "OXVS_UPCALLS";
+    pub const BUCKETS: &str = "OXVS_BUCKETS";
+    pub const COUNTERS: &str = "OXVS_COUNTERS";
+    pub const SCRATCH: &str = "OXVS_SCRATCH";
+    pub const EXEC: &str = "OXVS_EXEC";
+    /// Every map, for pinning and takeover.
+    pub const ALL: [&str; 15] = [
+        FLOWS, MASKS, MASK_ORDER, MASK_HITS, FLOW_STATS, EMC, CONFIG, PORTS, IFPORT, TX_PORTS,
+        UPCALLS, BUCKETS, COUNTERS, SCRATCH, EXEC,
+    ];
+}
+
+/// Program names in the object.
+pub const PROG_XDP: &str = "oxvs_xdp";
+pub const PROG_TC: &str = "oxvs_tc";
+pub const PROG_XDP_EXEC: &str = "oxvs_xdp_exec";
+
+/// Default capacities (overridable at load time).
+pub const DEFAULT_MAX_FLOWS: u32 = 200_000;
+pub const DEFAULT_MAX_MASKS: u32 = 128;
+/// Datapath port numbers are below this.
+pub const MAX_PORTS: u32 = 1024;
+pub const EMC_ENTRIES: u32 = 8192;
+pub const UPCALL_RING_BYTES: u32 = 4 << 20;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C) plain data with explicit padding; any
+    // byte pattern is a valid value.
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for MegaflowKey {}
+    unsafe impl aya::Pod for MaskEntry {}
+    unsafe impl aya::Pod for Action {}
+    unsafe impl aya::Pod for FlowEntry {}
+    unsafe impl aya::Pod for FlowStats {}
+    unsafe impl aya::Pod for EmcEntry {}
+    unsafe impl aya::Pod for DpConfig {}
+    unsafe impl aya::Pod for PortInfo {}
+    unsafe impl aya::Pod for UpcallBucket {}
+}

@@ -1,0 +1,139 @@
+//! Megaflow lookup: the per-CPU exact-match cache, then the masks walked most-hit
+//! first. Megaflows never overlap, so the first hit is the answer.
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::bpf_loop;
+use oxvs_dp_abi::*;
+
+use crate::maps::{self, OXVS_EMC, OXVS_FLOWS, OXVS_MASK_HITS, OXVS_MASK_ORDER, OXVS_MASKS, Scratch};
+
+#[inline(always)]
+fn key_hash(k: &FlowKey) -> u32 {
+    let w = k.words();
+    let mut h: u64 = 0;
+    for x in w.iter() {
+        h = (h ^ *x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 29;
+    }
+    (h ^ (h >> 32)) as u32
+}
+
+#[inline(always)]
+fn key_eq(a: &FlowKey, b: &FlowKey) -> bool {
+    let (a, b) = (a.words(), b.words());
+    let mut diff = 0u64;
+    for i in 0..FLOW_KEY_WORDS {
+        diff |= a[i] ^ b[i];
+    }
+    diff == 0
+}
+
+/// Fills `s.lookup` with `(mask_id, key & mask)` and looks it up.
+#[inline(always)]
+fn probe(s: &mut Scratch, mask_id: u32) -> Option<*const FlowEntry> {
+    let m = OXVS_MASKS.get(mask_id)?;
+    let k = s.key.words();
+    let mw = m.mask.words();
+    s.lookup.mask_id = mask_id;
+    let out = s.lookup.key.words_mut();
+    for i in 0..FLOW_KEY_WORDS {
+        out[i] = k[i] & mw[i];
+    }
+    maps::count(counter::MASK_LOOKUPS);
+    OXVS_FLOWS.get_ptr(&s.lookup)
+}
+
+struct Walk {
+    scratch: *mut Scratch,
+    found: u32,
+    mask_id: u32,
+}
+
+/// One step of the mask walk past the first mask (a `bpf_loop` callback): 1
+/// stops the loop. The verifier does not carry a map-value pointer out of the
+/// callback, so it leaves the hit's mask id, and `s.lookup` still holds the
+/// masked key that hit.
+extern "C" fn walk_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the `Walk` on the caller's stack, passed to bpf_loop below;
+    // its scratch pointer is this CPU's scratch value.
+    let w = unsafe { &mut *(ctx as *mut Walk) };
+    let Some(id) = OXVS_MASK_ORDER.get(i as u32 + 1) else { return 1 };
+    let id = *id;
+    // SAFETY: see above.
+    let s = unsafe { &mut *w.scratch };
+    if probe(s, id).is_some() {
+        w.found = 1;
+        w.mask_id = id;
+        return 1;
+    }
+    0
+}
+
+#[inline(always)]
+fn hit_mask(mask_id: u32) {
+    if let Some(c) = OXVS_MASK_HITS.get_ptr_mut(mask_id) {
+        // SAFETY: per-CPU value, no concurrent writer.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn lookup(s: &mut Scratch) -> Option<*const FlowEntry> {
+    let cfg = maps::config()?;
+    let n_masks = cfg.n_masks;
+    let generation = cfg.emc_gen;
+    if n_masks == 0 {
+        return None;
+    }
+
+    // The most-hit mask first: with one mask (or a hit there) this is the
+    // whole lookup, one hash probe.
+    let first = *OXVS_MASK_ORDER.get(0)?;
+    if let Some(f) = probe(s, first) {
+        hit_mask(first);
+        return Some(f);
+    }
+    if n_masks == 1 {
+        return None;
+    }
+
+    // Exact-match cache: remembers which deeper mask this exact key last hit.
+    let slot = key_hash(&s.key) & (EMC_ENTRIES - 1);
+    let emc = OXVS_EMC.get_ptr_mut(slot);
+    if let Some(e) = emc {
+        // SAFETY: per-CPU value.
+        let e = unsafe { &*e };
+        if e.generation == generation && key_eq(&e.key, &s.key) {
+            let id = e.mask_id;
+            if let Some(f) = probe(s, id) {
+                maps::count(counter::EMC_HIT);
+                hit_mask(id);
+                return Some(f);
+            }
+        }
+    }
+
+    let mut w = Walk { scratch: s as *mut Scratch, found: 0, mask_id: 0 };
+    // SAFETY: walk_step only touches the Walk and per-CPU maps.
+    unsafe {
+        bpf_loop(
+            n_masks - 1,
+            walk_step as *mut c_void,
+            &mut w as *mut Walk as *mut c_void,
+            0,
+        );
+    }
+    if w.found == 0 {
+        return None;
+    }
+    let f = OXVS_FLOWS.get_ptr(&s.lookup)?;
+    hit_mask(w.mask_id);
+    if let Some(e) = emc {
+        // SAFETY: per-CPU value.
+        let e = unsafe { &mut *e };
+        crate::copy_key(&mut e.key, &s.key);
+        e.mask_id = w.mask_id;
+        e.generation = generation;
+    }
+    Some(f)
+}

@@ -1,0 +1,107 @@
+//! The datapath's maps. Names match `oxvs_dp_abi::maps`; sizes are defaults that
+//! userspace may override at load time.
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, DevMap, HashMap, PerCpuArray, RingBuf},
+};
+use oxvs_dp_abi::*;
+
+#[map]
+pub static OXVS_FLOWS: HashMap<MegaflowKey, FlowEntry> =
+    HashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+#[map]
+pub static OXVS_MASKS: Array<MaskEntry> = Array::with_max_entries(DEFAULT_MAX_MASKS, 0);
+/// Position → mask id, most hit first; `DpConfig::n_masks` entries are valid.
+#[map]
+pub static OXVS_MASK_ORDER: Array<u32> = Array::with_max_entries(DEFAULT_MAX_MASKS, 0);
+/// Hits per mask id, for userspace to keep the order most-hit first.
+#[map]
+pub static OXVS_MASK_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DEFAULT_MAX_MASKS, 0);
+#[map]
+pub static OXVS_FLOW_STATS: PerCpuArray<FlowStats> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+#[map]
+pub static OXVS_EMC: PerCpuArray<EmcEntry> = PerCpuArray::with_max_entries(EMC_ENTRIES, 0);
+#[map]
+pub static OXVS_CONFIG: Array<DpConfig> = Array::with_max_entries(1, 0);
+/// Port number → ifindex (the tc hook redirects by ifindex).
+#[map]
+pub static OXVS_PORTS: Array<PortInfo> = Array::with_max_entries(MAX_PORTS, 0);
+/// Port number → device, for XDP redirects.
+#[map]
+pub static OXVS_TX_PORTS: DevMap = DevMap::with_max_entries(MAX_PORTS, 0);
+/// ifindex → port number.
+#[map]
+pub static OXVS_IFPORT: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
+#[map]
+pub static OXVS_UPCALLS: RingBuf = RingBuf::with_byte_size(UPCALL_RING_BYTES, 0);
+#[map]
+pub static OXVS_BUCKETS: Array<UpcallBucket> = Array::with_max_entries(MAX_PORTS, 0);
+#[map]
+pub static OXVS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::N, 0);
+
+/// The actions of one `execute` call (written by userspace under a lock).
+#[map]
+pub static OXVS_EXEC: Array<FlowEntry> = Array::with_max_entries(1, 0);
+
+/// Per-CPU working space, so the 104-byte key and the 112-byte lookup key don't
+/// live on the 512-byte BPF stack.
+#[repr(C)]
+pub struct Scratch {
+    pub key: FlowKey,
+    pub lookup: MegaflowKey,
+    pub exec: crate::actions::ExecState,
+}
+
+#[map]
+pub static OXVS_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn scratch() -> Option<*mut Scratch> {
+    OXVS_SCRATCH.get_ptr_mut(0)
+}
+
+#[inline(always)]
+pub fn config() -> Option<&'static DpConfig> {
+    OXVS_CONFIG.get(0)
+}
+
+#[inline(always)]
+pub fn count(idx: u32) {
+    if let Some(c) = OXVS_COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU value, no concurrent writer.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn port_of_ifindex(ifindex: u32) -> Option<u32> {
+    // SAFETY: a plain u32 value copied out at once.
+    unsafe { OXVS_IFPORT.get(&ifindex).copied() }
+}
+
+#[inline(always)]
+pub fn ifindex_of_port(port: u32) -> u32 {
+    OXVS_PORTS.get(port).map(|p| p.ifindex).unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Adds one packet to a flow's per-CPU stats.
+#[inline(always)]
+pub fn account(slot: u32, len: u32, tcp_flags_be: u16) {
+    if let Some(s) = OXVS_FLOW_STATS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU value, no concurrent writer.
+        unsafe {
+            (*s).packets += 1;
+            (*s).bytes += len as u64;
+            (*s).used_ns = now_ns();
+            (*s).tcp_flags |= u16::from_be(tcp_flags_be);
+        }
+    }
+}

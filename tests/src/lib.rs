@@ -1,0 +1,1 @@
+//! Helpers for the system tests: namespaces, veths, raw frames.

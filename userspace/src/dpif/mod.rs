@@ -1,0 +1,98 @@
+//! The datapath interface: flow keys, masks and actions in OVS's datapath
+//! syntax (`odp`), and the eBPF datapath that carries them (`ebpf`).
+pub mod ebpf;
+pub mod odp;
+pub mod test_run;
+
+use oxvs_dp_abi::{FlowKey, FlowStats, UPCALL_MAX_BYTES, UpcallRecord};
+
+pub use ebpf::{AttachMode, DpFlow, DpOptions, DpPort, DpStats, EbpfDatapath};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DpError {
+    #[error("no datapath named {0}")]
+    NoSuchDatapath(String),
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("no such device {0}")]
+    NoSuchDevice(String),
+    #[error("no port named {0}")]
+    NoSuchPort(String),
+    #[error("flow already exists")]
+    FlowExists,
+    #[error("no such flow")]
+    NoSuchFlow,
+    #[error("flow table full ({0} flows)")]
+    TableFull(u32),
+    #[error("too many masks (at most {0})")]
+    TooManyMasks(u32),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Bpf(String),
+}
+
+/// A flow's stats summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStatsSum {
+    pub packets: u64,
+    pub bytes: u64,
+    /// CLOCK_MONOTONIC ns of the last hit; 0 = never.
+    pub used_ns: u64,
+    pub tcp_flags: u16,
+}
+
+impl FlowStatsSum {
+    pub fn sum<'a>(per_cpu: impl Iterator<Item = &'a FlowStats>) -> Self {
+        let mut s = FlowStatsSum::default();
+        for c in per_cpu {
+            s.packets += c.packets;
+            s.bytes += c.bytes;
+            s.used_ns = s.used_ns.max(c.used_ns);
+            s.tcp_flags |= c.tcp_flags;
+        }
+        s
+    }
+}
+
+/// CLOCK_MONOTONIC now, in ns (the clock `bpf_ktime_get_ns` reads).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A packet the datapath sent up.
+#[derive(Clone, Debug)]
+pub struct Upcall {
+    pub key: FlowKey,
+    /// `UPCALL_MISS` or `UPCALL_ACTION`.
+    pub reason: u32,
+    /// `HOOK_XDP` or `HOOK_TC`.
+    pub hook: u32,
+    pub pid: u32,
+    /// The frame's length on the wire.
+    pub pkt_len: u32,
+    /// The frame (up to `UPCALL_MAX_BYTES`), with an outer VLAN tag that the tc
+    /// hook held in metadata put back in place.
+    pub packet: Vec<u8>,
+}
+
+impl Upcall {
+    pub fn from_bytes(b: &[u8]) -> Option<Upcall> {
+        if b.len() < std::mem::size_of::<UpcallRecord>() {
+            return None;
+        }
+        // SAFETY: the ring buffer record is an UpcallRecord written by the
+        // datapath; read_unaligned copes with the ring's 8-byte alignment.
+        let r: UpcallRecord = unsafe { std::ptr::read_unaligned(b.as_ptr() as *const UpcallRecord) };
+        let cap = (r.cap_len as usize).min(UPCALL_MAX_BYTES);
+        let mut packet = r.data[..cap].to_vec();
+        if r.meta_vlan != 0 && packet.len() >= 12 {
+            let tag = [(r.meta_vlan >> 24) as u8, (r.meta_vlan >> 16) as u8, (r.meta_vlan >> 8) as u8, r.meta_vlan as u8];
+            packet.splice(12..12, tag);
+        }
+        Some(Upcall { key: r.key, reason: r.reason, hook: r.hook, pid: r.pid, pkt_len: r.pkt_len, packet })
+    }
+}

@@ -1,0 +1,1 @@
+use anyhow::Result; pub fn demo() -> Result<()> { anyhow::bail!("demo: not written yet") }
