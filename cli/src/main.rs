@@ -6,6 +6,9 @@ mod dpctl;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Like the C tools: `oxvs dpctl dump-flows | head` ends quietly.
+    // SAFETY: setting a signal disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let mut args: Vec<String> = std::env::args().collect();
     let argv0 = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_default();
     let (tool, prog, rest) = match argv0.as_str() {

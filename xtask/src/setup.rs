@@ -8,9 +8,9 @@ use crate::run;
 
 /// Debian packages the build, tests, demo and benchmarks use: the reference
 /// Open vSwitch, iproute2 (ip, tc), ethtool (GRO on veth peers), util-linux
-/// (nsenter), bpftool, tcpdump for debugging.
+/// (nsenter), ping, bpftool, tcpdump for debugging.
 const PACKAGES: &[&str] =
-    &["openvswitch-switch", "openvswitch-common", "iproute2", "ethtool", "util-linux", "bpftool", "tcpdump"];
+    &["openvswitch-switch", "openvswitch-common", "iproute2", "ethtool", "util-linux", "bpftool", "tcpdump", "iputils-ping"];
 
 fn output(cmd: &mut Command) -> Option<String> {
     let o = cmd.output().ok()?;
