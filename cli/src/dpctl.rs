@@ -23,11 +23,14 @@ usage: oxvs dpctl [OPTIONS] COMMAND [ARG...]
   get-flow [DP] FLOW            show one flow
   del-flow [DP] FLOW            delete a flow
   del-flows [DP]                delete every flow
+  monitor [DP]                  print the packets the datapath sends up
+                                (misses and userspace actions), as they come
 options:
   --pin-root=DIR     bpffs directory for datapaths (default /sys/fs/bpf/oxvs, or $OXVS_PIN_ROOT)
   --clear            (mod-flow) zero the flow's statistics
   --may-create       (mod-flow) add the flow if it does not exist
   -s, --statistics   (show) print per-port statistics too
+  --count=N          (monitor) exit after N packets
   --max-flows=N --max-masks=N --upcall-rate=N --upcall-burst=N
                      (add-dp) capacities and the per-port upcall limit
   -h, --help         this help";
@@ -36,6 +39,7 @@ struct Opts {
     pin_root: PathBuf,
     clear: bool,
     may_create: bool,
+    count: Option<u64>,
     dp: DpOptions,
 }
 
@@ -68,6 +72,7 @@ fn run(args: Vec<String>) -> Result<(), Fail> {
             .unwrap_or_else(|| PathBuf::from(oxvs_userspace::dpif::ebpf::DEFAULT_PIN_ROOT)),
         clear: false,
         may_create: false,
+        count: None,
         dp: DpOptions::default(),
     };
     let mut pos = Vec::new();
@@ -90,6 +95,7 @@ fn run(args: Vec<String>) -> Result<(), Fail> {
             "--clear" => o.clear = true,
             "--may-create" => o.may_create = true,
             "-s" | "--statistics" => {}
+            "--count" => o.count = Some(num(&k, &val(v)?)? as u64),
             "--max-flows" => o.dp.max_flows = num(&k, &val(v)?)?,
             "--max-masks" => o.dp.max_masks = num(&k, &val(v)?)?,
             "--upcall-rate" => o.dp.upcall_rate = num(&k, &val(v)?)?,
@@ -212,6 +218,11 @@ fn run(args: Vec<String>) -> Result<(), Fail> {
                 e => Fail(e.to_string()),
             })?;
             Ok(())
+        }
+        "monitor" => {
+            nargs(0, 1)?;
+            let (dpname, _) = dp_and_rest(&o, args, 0)?;
+            monitor(&mut open(&o, &dpname)?, o.count)
         }
         "del-flows" => {
             nargs(0, 1)?;
@@ -343,6 +354,23 @@ fn show(dp: &EbpfDatapath) -> Result<(), Fail> {
     println!("  capacity: flows:{} masks:{}", dp.options().max_flows, dp.options().max_masks);
     for p in dp.ports()? {
         println!("  port {}: {} ({})", p.port_no, p.name, p.hook);
+    }
+    Ok(())
+}
+
+/// Prints each upcall as `miss: <key> len:N` (or `userspace(pid=P): ...`),
+/// the key with every field the packet has.
+fn monitor(dp: &mut EbpfDatapath, count: Option<u64>) -> Result<(), Fail> {
+    use std::io::Write;
+    let mut n = 0;
+    while count.is_none_or(|c| n < c) {
+        let Some(u) = dp.recv_upcall(std::time::Duration::from_secs(1))? else { continue };
+        let why = if u.reason == oxvs_dp_abi::UPCALL_MISS { "miss".to_string() } else { format!("userspace(pid={})", u.pid) };
+        let hook = if u.hook == oxvs_dp_abi::HOOK_XDP { "xdp" } else { "tc" };
+        let m = FlowMatch { key: u.key, mask: odp::packet_mask(&u.key) };
+        println!("{why}: {} len:{} hook:{hook}", odp::format_flow(&m), u.pkt_len);
+        let _ = std::io::stdout().flush();
+        n += 1;
     }
     Ok(())
 }

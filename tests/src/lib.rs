@@ -2,8 +2,9 @@
 //! oxvs datapath, raw frames in and out, and cleanup that also runs on panic.
 //!
 //! ```text
-//!  ns A: eth0 10.0.0.1 ──veth── pa ┐ ns SW (the datapath's ports,   ┌ pb ──veth── eth0 10.0.0.2 :ns B
-//!                                  └ no addresses, no bridge) ──────┘
+//!  ns A: eth0 10.0.0.1 ──veth── pa (port 1) ┐
+//!  ns B: eth0 10.0.0.2 ──veth── pb (port 2) ├ ns SW: the datapath's ports,
+//!  ns C: eth0 10.0.0.3 ──veth── pc (port 3) ┘ no addresses, no bridge
 //! ```
 //! The switch side lives in its own namespace so the root namespace is never
 //! involved: with no oxvs flow, nothing crosses.
@@ -94,10 +95,12 @@ pub struct Topo {
     pub sw: String,
     pub a: String,
     pub b: String,
+    pub c: String,
     pub pin_root: PathBuf,
     pub dp: String,
     pub mac_a: [u8; 6],
     pub mac_b: [u8; 6],
+    pub mac_c: [u8; 6],
 }
 
 pub const IP_A: [u8; 4] = [10, 0, 0, 1];
@@ -119,20 +122,23 @@ impl Topo {
             sw: format!("oxsw-{id}"),
             a: format!("oxa-{id}"),
             b: format!("oxb-{id}"),
+            c: format!("oxc-{id}"),
             pin_root: PathBuf::from(format!("/sys/fs/bpf/oxvs-test-{id}")),
             dp: "dp0".into(),
             id,
             mac_a: [0; 6],
             mac_b: [0; 6],
+            mac_c: [0; 6],
         };
         // From here on Drop cleans up whatever was made.
         let mut t = t;
-        for ns in [&t.sw, &t.a, &t.b] {
+        for ns in [&t.sw, &t.a, &t.b, &t.c] {
             ip(&["netns", "add", ns]);
         }
         ip(&["link", "add", "pa", "netns", &t.sw, "type", "veth", "peer", "name", "eth0", "netns", &t.a]);
         ip(&["link", "add", "pb", "netns", &t.sw, "type", "veth", "peer", "name", "eth0", "netns", &t.b]);
-        for (ns, addr) in [(&t.a, "10.0.0.1/24"), (&t.b, "10.0.0.2/24")] {
+        ip(&["link", "add", "pc", "netns", &t.sw, "type", "veth", "peer", "name", "eth0", "netns", &t.c]);
+        for (ns, addr) in [(&t.a, "10.0.0.1/24"), (&t.b, "10.0.0.2/24"), (&t.c, "10.0.0.3/24")] {
             ip(&["-n", ns, "addr", "add", addr, "dev", "eth0"]);
             ip(&["-n", ns, "link", "set", "eth0", "up"]);
             // GRO on the host side lets XDP redirects into the veth land (veth
@@ -147,12 +153,13 @@ impl Topo {
                 sh_ok(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", &format!("{k}={v}")]));
             }
         }
-        for dev in ["pa", "pb"] {
+        for dev in ["pa", "pb", "pc"] {
             ip(&["-n", &t.sw, "link", "set", dev, "up"]);
         }
         sh_ok(Command::new("ip").args(["netns", "exec", &t.sw, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]));
         t.mac_a = mac_of(&t.a, "eth0");
         t.mac_b = mac_of(&t.b, "eth0");
+        t.mac_c = mac_of(&t.c, "eth0");
         // Static neighbours: no ARP needed unless a test wants it.
         let (ma, mb) = (frame::fmt_mac(&t.mac_a), frame::fmt_mac(&t.mac_b));
         ip(&["-n", &t.a, "neigh", "replace", "10.0.0.2", "lladdr", &mb, "dev", "eth0"]);
@@ -160,12 +167,25 @@ impl Topo {
         t
     }
 
-    /// The topology with datapath dp0 and ports pa (1) and pb (2) on `hook`.
+    /// The topology with datapath dp0 and ports pa (1), pb (2) and pc (3) on `hook`.
     pub fn with_datapath(tag: &str, hook: Hook) -> Topo {
+        Topo::with_datapath_opts(tag, hook, &[])
+    }
+
+    /// The same, with extra `add-dp` options (capacities, upcall limits).
+    pub fn with_datapath_opts(tag: &str, hook: Hook, opts: &[&str]) -> Topo {
         let t = Topo::new(tag);
         let h = format!("hook={}", hook.name());
-        t.dpctl_ok(&["add-dp", &t.dp]);
-        t.dpctl_ok(&["add-if", &t.dp, &format!("pa,port_no=1,{h}"), &format!("pb,port_no=2,{h}")]);
+        let mut args: Vec<&str> = opts.to_vec();
+        args.extend(["add-dp", &t.dp]);
+        t.dpctl_ok(&args);
+        t.dpctl_ok(&[
+            "add-if",
+            &t.dp,
+            &format!("pa,port_no=1,{h}"),
+            &format!("pb,port_no=2,{h}"),
+            &format!("pc,port_no=3,{h}"),
+        ]);
         t
     }
 
@@ -235,7 +255,7 @@ impl Drop for Topo {
         // Unpin links first (detaches the programs), then the namespaces go
         // with their veths, then whatever pins remain.
         let _ = self.dpctl(&["del-dp", &self.dp]);
-        for ns in [&self.a, &self.b, &self.sw] {
+        for ns in [&self.a, &self.b, &self.c, &self.sw] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
         let _ = fs::remove_dir_all(&self.pin_root);

@@ -48,6 +48,8 @@ pub fn build_ebpf() -> Result<()> {
 fn test(extra: &[String]) -> Result<()> {
     setup::setup()?;
     build_ebpf()?;
+    // The system tests run the `oxvs` binary: build it first.
+    run(Command::new("cargo").current_dir(root()).args(["build", "--workspace", "--bins", "--quiet"]))?;
     let mut c = Command::new("cargo");
     c.current_dir(root()).args(["test", "--workspace"]).args(extra);
     run(&mut c)

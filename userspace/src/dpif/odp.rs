@@ -2775,3 +2775,19 @@ mod tests {
         }
     }
 }
+
+/// The mask that shows everything a packet's key holds (an exact match on
+/// it): every bit, less the L4 fields of a later fragment, which has none.
+pub fn packet_mask(key: &FlowKey) -> FlowKey {
+    let mut m = FlowKey::zeroed();
+    for w in m.words_mut().iter_mut() {
+        *w = u64::MAX;
+    }
+    m._pad = 0;
+    if key.nw_frag & oxvs_dp_abi::FRAG_LATER != 0 {
+        m.tp_src = 0;
+        m.tp_dst = 0;
+        m.tcp_flags = 0;
+    }
+    m
+}
