@@ -98,8 +98,9 @@ pub fn lookup(s: &mut Scratch) -> Option<*const FlowEntry> {
     }
 
     // Exact-match cache: remembers which deeper mask this exact key last hit.
+    let use_emc = cfg.flags & DP_F_NO_EMC == 0;
     let slot = key_hash(&s.key) & (EMC_ENTRIES - 1);
-    let emc = OXVS_EMC.get_ptr_mut(slot);
+    let emc = if use_emc { OXVS_EMC.get_ptr_mut(slot) } else { None };
     if let Some(e) = emc {
         // SAFETY: per-CPU value.
         let e = unsafe { &*e };

@@ -246,7 +246,15 @@ pub struct DpConfig {
     pub upcall_rate: u32,
     /// Bucket depth in upcalls.
     pub upcall_burst: u32,
+    /// `DP_F_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// `DpConfig::flags`: don't use the exact-match cache (the walk alone; for
+/// measuring it, or for traffic with no locality, like OVS's
+/// `emc-insert-inv-prob=0`).
+pub const DP_F_NO_EMC: u32 = 1;
 
 /// Per-port information, indexed by datapath port number.
 #[repr(C)]
