@@ -17,7 +17,7 @@ usage: oxvs dpctl [OPTIONS] COMMAND [ARG...]
   del-if DP IFACE...            remove IFACE (name or port number) from DP
   dump-dps                      list the datapaths
   show [DP...]                  show datapath counters and ports
-  dump-flows [DP] [[filter=]FLOW]  show the flows whose key agrees with FLOW
+  dump-flows [DP] [filter=FLOW] show the flows (whose key agrees with FLOW)
   add-flow [DP] FLOW ACTIONS    add a flow
   mod-flow [DP] FLOW ACTIONS    change a flow's actions
   get-flow [DP] FLOW            show one flow
@@ -75,10 +75,16 @@ fn run(args: Vec<String>) -> Result<(), Fail> {
         count: None,
         dp: DpOptions::default(),
     };
+    // Options may come anywhere (GNU getopt order, as ovs-dpctl), until "--".
     let mut pos = Vec::new();
+    let mut only_pos = false;
     for a in args {
-        if !pos.is_empty() || !a.starts_with('-') {
+        if only_pos || !a.starts_with('-') || a == "-" {
             pos.push(a);
+            continue;
+        }
+        if a == "--" {
+            only_pos = true;
             continue;
         }
         let (k, v) = match a.split_once('=') {
@@ -165,8 +171,17 @@ fn run(args: Vec<String>) -> Result<(), Fail> {
         }
         "dump-flows" => {
             nargs(0, 2)?;
-            let (dpname, filter) = dp_and_rest(&o, args, 1)?;
-            let filter = match filter.first().map(|f| f.strip_prefix("filter=").unwrap_or(f)) {
+            // As ovs-dpctl: a last argument `filter=FLOW` is the filter, the
+            // other one the datapath.
+            let (filter, dpargs) = match args.last().and_then(|a| a.strip_prefix("filter=")) {
+                Some(f) => (Some(f.to_string()), &args[..args.len() - 1]),
+                None => (None, args),
+            };
+            if dpargs.len() > 1 {
+                return Err(Fail("'dump-flows' takes at most one datapath and one filter=FLOW".into()));
+            }
+            let (dpname, _) = dp_and_rest(&o, dpargs, 0)?;
+            let filter = match filter.as_deref() {
                 Some(f) => Some(odp::parse_flow(f).map_err(|e| Fail(format!("parsing flow filter: {e}")))?),
                 None => None,
             };
@@ -285,7 +300,14 @@ fn add_if(dp: &mut EbpfDatapath, spec: &str) -> Result<(), Fail> {
             _ => return Err(Fail(format!("{name}: bad option \"{p}\" (expected port_no=N or hook=auto|xdp|tc)"))),
         }
     }
-    dp.add_port(name, port_no, mode).map_err(|e| Fail(format!("adding {name} as port failed ({e})")))?;
+    let port = dp.add_port(name, port_no, mode).map_err(|e| Fail(format!("adding {name} as port failed ({e})")))?;
+    if port.hook == "xdp" && oxvs_userspace::netdev::driver(name).as_deref() == Some("veth") {
+        // The kernel drops XDP-redirected frames into a veth silently otherwise.
+        eprintln!(
+            "warning: {name} is a veth: frames sent out of it at XDP are dropped unless its peer has GRO on \
+             (ethtool -K PEER gro on) or an XDP program"
+        );
+    }
     Ok(())
 }
 
