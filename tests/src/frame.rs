@@ -156,3 +156,59 @@ pub fn parse_udp4(f: &[u8]) -> Option<Udp4> {
         udp_csum_ok: ucs == 0 || l4_csum4(src, dst, 17, seg) == 0,
     })
 }
+
+/// L4 checksum over the IPv6 pseudo header.
+pub fn l4_csum6(src: &[u8; 16], dst: &[u8; 16], proto: u8, seg: &[u8]) -> u16 {
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(src);
+    pseudo.extend_from_slice(dst);
+    pseudo.extend_from_slice(&(seg.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, proto]);
+    let acc = sum16(&pseudo, 0);
+    !(sum16(seg, acc) as u16)
+}
+
+/// An IPv6 header; `first_word` carries version, traffic class and flow label.
+pub fn ipv6_hdr(first_word: u32, next: u8, hlim: u8, src: &[u8; 16], dst: &[u8; 16], payload_len: usize) -> Vec<u8> {
+    let mut h = first_word.to_be_bytes().to_vec();
+    h.extend_from_slice(&(payload_len as u16).to_be_bytes());
+    h.extend_from_slice(&[next, hlim]);
+    h.extend_from_slice(src);
+    h.extend_from_slice(dst);
+    h
+}
+
+/// A whole Ethernet + IPv6 + UDP frame with a correct checksum.
+pub fn udp6_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    let c = l4_csum6(src, dst, 17, &u);
+    u[6..8].copy_from_slice(&c.to_be_bytes());
+    let mut f = eth(dst_mac, src_mac, 0x86dd);
+    f.extend(ipv6_hdr(0x6000_0000, 17, 64, src, dst, u.len()));
+    f.extend(u);
+    f
+}
+
+/// A TCP segment (20-byte header, given flags) with a correct checksum.
+pub fn tcp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    let c = l4_csum4(src, dst, 6, &t);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    t
+}
+
+pub fn v6(last: u8) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0] = 0xfd;
+    a[15] = last;
+    a
+}
