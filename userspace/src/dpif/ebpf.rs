@@ -120,7 +120,15 @@ struct Maps {
     ifport: HashMap<MapData, u32, u32>,
     tx: DevMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
-    exec: Array<MapData, FlowEntry>,
+    buckets: Array<MapData, UpcallBucket>,
+}
+
+/// What `execute` needs, behind one lock: the actions map holds one call's
+/// actions at a time.
+struct Exec {
+    actions: Array<MapData, FlowEntry>,
+    /// Opened on first use: most users of the datapath never execute.
+    prog: Option<Xdp>,
 }
 
 pub struct EbpfDatapath {
@@ -137,7 +145,7 @@ pub struct EbpfDatapath {
     free_slots: Vec<u32>,
     max_flows: u32,
     max_masks: u32,
-    exec_lock: Mutex<()>,
+    exec: Mutex<Exec>,
     ncpus: usize,
 }
 
@@ -293,7 +301,11 @@ impl EbpfDatapath {
             tx: DevMap::try_from(Map::DevMap(m(abi::maps::TX_PORTS)?)).map_err(|e| conv("tx ports", e))?,
             counters: PerCpuArray::try_from(Map::PerCpuArray(m(abi::maps::COUNTERS)?))
                 .map_err(|e| conv("counters", e))?,
-            exec: Array::try_from(Map::Array(m(abi::maps::EXEC)?)).map_err(|e| conv("exec", e))?,
+            buckets: Array::try_from(Map::Array(m(abi::maps::BUCKETS)?)).map_err(|e| conv("buckets", e))?,
+        };
+        let exec = Exec {
+            actions: Array::try_from(Map::Array(m(abi::maps::EXEC)?)).map_err(|e| conv("exec", e))?,
+            prog: None,
         };
         let max_flows = maps.stats.len();
         let max_masks = maps.masks.len();
@@ -309,7 +321,7 @@ impl EbpfDatapath {
             free_slots: Vec::new(),
             max_flows,
             max_masks,
-            exec_lock: Mutex::new(()),
+            exec: Mutex::new(exec),
             ncpus,
         };
         dp.rebuild_index()?;
@@ -403,7 +415,8 @@ impl EbpfDatapath {
         self.maps.ports.set(port_no, PortInfo { ifindex, _pad: 0 }, 0).map_err(|e| io_err("ports", e))?;
         self.maps.tx.set(port_no, ifindex, None, 0).map_err(|e| io_err("tx ports", e))?;
         self.maps.ifport.insert(ifindex, port_no, 0).map_err(|e| io_err("ifport", e))?;
-        self.maps.buckets_reset(&self.dir, port_no);
+        // A reused port number starts with a full upcall bucket.
+        self.maps.buckets.set(port_no, UpcallBucket::default(), 0).map_err(|e| io_err("buckets", e))?;
         let attached = self.attach(ifname, ifindex, mode);
         match attached {
             Ok(hook) => Ok(DpPort { port_no, ifindex, name: ifname.into(), hook }),
@@ -732,15 +745,25 @@ impl EbpfDatapath {
     /// outputs are done as one injection per output, each with the rewrites
     /// that precede it.
     pub fn execute(&self, packet: &[u8], actions: &[Action]) -> Result<(), DpError> {
+        if actions.len() > MAX_ACTIONS {
+            return Err(DpError::Invalid(format!("too many actions ({}, at most {MAX_ACTIONS})", actions.len())));
+        }
         let outputs: Vec<usize> =
             actions.iter().enumerate().filter(|(_, a)| a.kind == action::OUTPUT).map(|(i, _)| i).collect();
         if outputs.is_empty() {
             return Ok(()); // drop
         }
-        let prog = Xdp::from_pin(self.dir.join("progs").join(PROG_XDP_EXEC), aya_obj::programs::XdpAttachType::Interface)
+        let mut exec = self.exec.lock().unwrap_or_else(|p| p.into_inner());
+        let exec = &mut *exec;
+        if exec.prog.is_none() {
+            let p = Xdp::from_pin(
+                self.dir.join("progs").join(PROG_XDP_EXEC),
+                aya_obj::programs::XdpAttachType::Interface,
+            )
             .map_err(|e| io_err("open exec program", e))?;
-        let prog_fd = prog.fd().map_err(|e| io_err("exec program", e))?.as_fd().as_raw_fd();
-        let _g = self.exec_lock.lock().unwrap_or_else(|p| p.into_inner());
+            exec.prog = Some(p);
+        }
+        let prog_fd = exec.prog.as_ref().unwrap().fd().map_err(|e| io_err("exec program", e))?.as_fd().as_raw_fd();
         for &o in &outputs {
             let seg: Vec<Action> = actions[..=o]
                 .iter()
@@ -750,23 +773,10 @@ impl EbpfDatapath {
                 .collect();
             let mut e = FlowEntry { n_actions: seg.len() as u32, ..Default::default() };
             e.actions[..seg.len()].copy_from_slice(&seg);
-            // SAFETY: exec map is an array of one FlowEntry; we hold the lock.
-            let exec = &self.maps.exec as *const Array<MapData, FlowEntry> as *mut Array<MapData, FlowEntry>;
-            unsafe { (*exec).set(0, e, 0) }.map_err(|e| io_err("exec map", e))?;
+            exec.actions.set(0, e, 0).map_err(|e| io_err("exec map", e))?;
             crate::dpif::test_run::run_live(prog_fd, packet).map_err(|e| io_err("execute (BPF_PROG_TEST_RUN)", e))?;
         }
         Ok(())
-    }
-}
-
-impl Maps {
-    /// Resets a port's upcall token bucket (a reused port number starts full).
-    fn buckets_reset(&self, dir: &Path, port_no: u32) {
-        if let Ok(md) = open_map(dir, abi::maps::BUCKETS) {
-            if let Ok(mut b) = Array::<MapData, UpcallBucket>::try_from(Map::Array(md)) {
-                let _ = b.set(port_no, UpcallBucket::default(), 0);
-            }
-        }
     }
 }
 
@@ -827,4 +837,47 @@ fn build_entry(key: &FlowKey, mask: &FlowKey, actions: &[Action]) -> Result<Flow
         e.flags |= FLOW_F_TC_ONLY;
     }
     Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dpif::odp;
+
+    fn entry(flow: &str, acts: &str) -> Result<FlowEntry, DpError> {
+        let m = odp::parse_flow(flow).unwrap();
+        build_entry(&m.key, &m.mask, &odp::parse_actions(acts).unwrap())
+    }
+
+    #[test]
+    fn tc_only_when_xdp_cannot_run_the_actions() {
+        let f = "in_port(1),eth(),eth_type(0x0800),ipv4(proto=17,frag=no)";
+        for (acts, tc_only) in [
+            ("2", false),
+            ("drop", false),
+            ("push_vlan(vid=5,pcp=0),set(ipv4(ttl=3)),2", false),
+            ("userspace(pid=3),2", false),
+            ("2,3", true),
+            ("2,set(ipv4(ttl=3))", true),
+            ("2,userspace(pid=1)", true),
+        ] {
+            let e = entry(f, acts).unwrap();
+            assert_eq!(e.flags & FLOW_F_TC_ONLY != 0, tc_only, "{acts}");
+            assert_eq!(e.n_actions as usize, odp::parse_actions(acts).unwrap().len());
+        }
+    }
+
+    #[test]
+    fn rewrites_need_their_header_in_the_match() {
+        assert!(entry("in_port(1),eth()", "set(ipv4(ttl=3)),2").is_err());
+        assert!(entry("in_port(1),eth(),eth_type(0x86dd)", "set(ipv4(ttl=3)),2").is_err());
+        assert!(entry("in_port(1),eth(),eth_type(0x0800)", "set(ipv4(ttl=3)),2").is_ok());
+        assert!(entry("in_port(1),eth(),eth_type(0x0800)", "set(udp(dst=1)),2").is_err());
+        assert!(entry("in_port(1),eth(),eth_type(0x0800),ipv4(proto=17)", "set(udp(dst=1)),2").is_ok());
+        assert!(entry("in_port(1),eth(),eth_type(0x0800),ipv4(proto=132)", "set(sctp(dst=1)),2").is_err());
+        assert!(entry("in_port(1),eth()", "dec_ttl,2").is_err());
+        assert!(entry("in_port(1),eth()", "push_vlan(vid=1,pcp=0),set(eth(src=00:00:00:00:00:01)),2").is_ok());
+        let e = entry("in_port(1),eth()", "1024").unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+    }
 }

@@ -96,3 +96,42 @@ impl Upcall {
         Some(Upcall { key: r.key, reason: r.reason, hook: r.hook, pid: r.pid, pkt_len: r.pkt_len, packet })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(data: &[u8], meta_vlan: u32) -> Vec<u8> {
+        // SAFETY: UpcallRecord is plain data; all-zero is a valid value.
+        let mut r: UpcallRecord = unsafe { std::mem::zeroed() };
+        r.key.in_port = 7;
+        r.pkt_len = data.len() as u32;
+        r.cap_len = data.len() as u32;
+        r.meta_vlan = meta_vlan;
+        r.data[..data.len()].copy_from_slice(data);
+        // SAFETY: reading the record's bytes.
+        unsafe { std::slice::from_raw_parts(&r as *const _ as *const u8, std::mem::size_of::<UpcallRecord>()) }.to_vec()
+    }
+
+    #[test]
+    fn upcall_records() {
+        let frame: Vec<u8> = (0..60).collect();
+        let u = Upcall::from_bytes(&record(&frame, 0)).unwrap();
+        assert_eq!((u.key.in_port, u.pkt_len, &u.packet), (7, 60, &frame));
+        // A tag the tc hook held in metadata goes back after the MACs.
+        let u = Upcall::from_bytes(&record(&frame, 0x8100_200a)).unwrap();
+        assert_eq!(&u.packet[..12], &frame[..12]);
+        assert_eq!(&u.packet[12..16], &[0x81, 0x00, 0x20, 0x0a]);
+        assert_eq!(&u.packet[16..], &frame[12..]);
+        // Short records are refused, not read past.
+        assert!(Upcall::from_bytes(&record(&frame, 0)[..100]).is_none());
+    }
+
+    #[test]
+    fn stats_sum_over_cpus() {
+        let a = FlowStats { packets: 2, bytes: 100, used_ns: 5, tcp_flags: 0x02, _pad: [0; 6] };
+        let b = FlowStats { packets: 3, bytes: 50, used_ns: 9, tcp_flags: 0x10, _pad: [0; 6] };
+        let s = FlowStatsSum::sum([a, b].iter());
+        assert_eq!(s, FlowStatsSum { packets: 5, bytes: 150, used_ns: 9, tcp_flags: 0x12 });
+    }
+}
