@@ -162,8 +162,7 @@ fn run(args: Vec<String>) -> Result<(), Fail> {
             Ok(())
         }
         "show" => {
-            let names: Vec<String> =
-                if args.is_empty() { EbpfDatapath::list(&o.pin_root) } else { args.to_vec() };
+            let names: Vec<String> = if args.is_empty() { EbpfDatapath::list(&o.pin_root) } else { args.to_vec() };
             for n in names {
                 show(&open(&o, &n)?)?;
             }
@@ -190,11 +189,10 @@ fn run(args: Vec<String>) -> Result<(), Fail> {
             dp.sort_masks()?;
             let now = monotonic_ns();
             for f in dp.flow_dump()? {
-                if let Some(flt) = &filter {
-                    if !filter_matches(flt, &f) {
+                if let Some(flt) = &filter
+                    && !filter_matches(flt, &f) {
                         continue;
                     }
-                }
                 println!("{}", format_dp_flow(&f, now));
             }
             Ok(())
@@ -321,7 +319,17 @@ fn filter_matches(flt: &FlowMatch, f: &DpFlow) -> bool {
 /// OVS's packet_format_tcp_flags letters.
 fn tcp_flags(f: u16) -> String {
     let mut s = String::new();
-    for (bit, c) in [(0x01, 'F'), (0x02, 'S'), (0x04, 'R'), (0x08, 'P'), (0x20, 'U'), (0x10, '.'), (0x40, 'E'), (0x80, 'C'), (0x100, 'N')] {
+    for (bit, c) in [
+        (0x01, 'F'),
+        (0x02, 'S'),
+        (0x04, 'R'),
+        (0x08, 'P'),
+        (0x20, 'U'),
+        (0x10, '.'),
+        (0x40, 'E'),
+        (0x80, 'C'),
+        (0x100, 'N'),
+    ] {
         if f & bit != 0 {
             s.push(c);
         }
@@ -387,7 +395,8 @@ fn monitor(dp: &mut EbpfDatapath, count: Option<u64>) -> Result<(), Fail> {
     let mut n = 0;
     while count.is_none_or(|c| n < c) {
         let Some(u) = dp.recv_upcall(std::time::Duration::from_secs(1))? else { continue };
-        let why = if u.reason == oxvs_dp_abi::UPCALL_MISS { "miss".to_string() } else { format!("userspace(pid={})", u.pid) };
+        let why =
+            if u.reason == oxvs_dp_abi::UPCALL_MISS { "miss".to_string() } else { format!("userspace(pid={})", u.pid) };
         let hook = if u.hook == oxvs_dp_abi::HOOK_XDP { "xdp" } else { "tc" };
         let m = FlowMatch { key: u.key, mask: odp::packet_mask(&u.key) };
         println!("{why}: {} len:{} hook:{hook}", odp::format_flow(&m), u.pkt_len);

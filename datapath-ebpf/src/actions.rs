@@ -55,9 +55,7 @@ fn tags_end<H: Hook>(h: &H) -> usize {
     let mut off = 12;
     for _ in 0..3 {
         match read::<H, u16>(h, off) {
-            Some(t) if t == ETH_TYPE_VLAN_8021Q.to_be() || t == ETH_TYPE_VLAN_8021AD.to_be() => {
-                off += 4
-            }
+            Some(t) if t == ETH_TYPE_VLAN_8021Q.to_be() || t == ETH_TYPE_VLAN_8021AD.to_be() => off += 4,
             _ => break,
         }
     }

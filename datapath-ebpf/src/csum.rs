@@ -17,15 +17,7 @@ pub fn fold(mut s: u64) -> u16 {
 /// stored at `csum_off`. `udp`: a zero checksum means "none" and stays zero, and
 /// a result of zero is sent as 0xffff.
 #[inline(always)]
-pub fn xdp_replace(
-    data: usize,
-    end: usize,
-    csum_off: usize,
-    from: u32,
-    to: u32,
-    size: u64,
-    udp: bool,
-) -> bool {
+pub fn xdp_replace(data: usize, end: usize, csum_off: usize, from: u32, to: u32, size: u64, udp: bool) -> bool {
     let off = csum_off & OFF_LIMIT;
     if data + off + 2 > end {
         return false;

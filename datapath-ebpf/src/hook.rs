@@ -4,9 +4,8 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_REDIRECT},
     helpers::{
-        bpf_clone_redirect, bpf_l3_csum_replace, bpf_l4_csum_replace, bpf_redirect,
-        bpf_skb_load_bytes, bpf_skb_vlan_pop, bpf_skb_vlan_push, bpf_xdp_adjust_head,
-        bpf_xdp_load_bytes,
+        bpf_clone_redirect, bpf_l3_csum_replace, bpf_l4_csum_replace, bpf_redirect, bpf_skb_load_bytes,
+        bpf_skb_vlan_pop, bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_load_bytes,
     },
     programs::{TcContext, XdpContext},
 };
@@ -42,8 +41,7 @@ pub trait Hook: Sized {
     fn l3_csum(&mut self, csum_off: usize, from: u32, to: u32, size: u64) -> bool;
     /// Updates the L4 checksum at `csum_off` for a changed field (`pseudo`: the
     /// field is part of the pseudo header; `udp`: a zero checksum means none).
-    fn l4_csum(&mut self, csum_off: usize, from: u32, to: u32, size: u64, pseudo: bool, udp: bool)
-    -> bool;
+    fn l4_csum(&mut self, csum_off: usize, from: u32, to: u32, size: u64, pseudo: bool, udp: bool) -> bool;
     fn push_vlan(&mut self, tpid_be: u16, tci: u16) -> bool;
     fn pop_vlan(&mut self) -> bool;
     /// Output to `port`; `last`: nothing follows, so the packet itself can go.
@@ -97,15 +95,7 @@ impl Hook for XdpHook {
         csum::xdp_replace(self.data(), self.data_end(), csum_off, from, to, size, false)
     }
     #[inline(always)]
-    fn l4_csum(
-        &mut self,
-        csum_off: usize,
-        from: u32,
-        to: u32,
-        size: u64,
-        _pseudo: bool,
-        udp: bool,
-    ) -> bool {
+    fn l4_csum(&mut self, csum_off: usize, from: u32, to: u32, size: u64, _pseudo: bool, udp: bool) -> bool {
         // At XDP there is no CHECKSUM_PARTIAL state: the checksum in the frame is
         // the full one, updated incrementally (RFC 1624).
         csum::xdp_replace(self.data(), self.data_end(), csum_off, from, to, size, udp)
@@ -202,11 +192,7 @@ impl Hook for TcHook {
         // SAFETY: reading context fields.
         unsafe {
             let skb = self.ctx.skb.skb;
-            if (*skb).vlan_present != 0 {
-                Some(((*skb).vlan_proto as u16, (*skb).vlan_tci as u16))
-            } else {
-                None
-            }
+            if (*skb).vlan_present != 0 { Some(((*skb).vlan_proto as u16, (*skb).vlan_tci as u16)) } else { None }
         }
     }
     #[inline(always)]
@@ -217,21 +203,10 @@ impl Hook for TcHook {
     #[inline(always)]
     fn l3_csum(&mut self, csum_off: usize, from: u32, to: u32, size: u64) -> bool {
         // SAFETY: helper on our own skb.
-        unsafe {
-            bpf_l3_csum_replace(self.ctx.skb.skb, csum_off as u32, from as u64, to as u64, size)
-                == 0
-        }
+        unsafe { bpf_l3_csum_replace(self.ctx.skb.skb, csum_off as u32, from as u64, to as u64, size) == 0 }
     }
     #[inline(always)]
-    fn l4_csum(
-        &mut self,
-        csum_off: usize,
-        from: u32,
-        to: u32,
-        size: u64,
-        pseudo: bool,
-        udp: bool,
-    ) -> bool {
+    fn l4_csum(&mut self, csum_off: usize, from: u32, to: u32, size: u64, pseudo: bool, udp: bool) -> bool {
         // The kernel helper knows the skb's checksum state (CHECKSUM_PARTIAL from a
         // local sender holds only the pseudo-header sum; COMPLETE needs skb->csum).
         let mut flags = size;
@@ -242,10 +217,7 @@ impl Hook for TcHook {
             flags |= BPF_F_MARK_MANGLED_0 as u64;
         }
         // SAFETY: helper on our own skb.
-        unsafe {
-            bpf_l4_csum_replace(self.ctx.skb.skb, csum_off as u32, from as u64, to as u64, flags)
-                == 0
-        }
+        unsafe { bpf_l4_csum_replace(self.ctx.skb.skb, csum_off as u32, from as u64, to as u64, flags) == 0 }
     }
     #[inline(always)]
     fn push_vlan(&mut self, tpid_be: u16, tci: u16) -> bool {

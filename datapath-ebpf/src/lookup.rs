@@ -117,12 +117,7 @@ pub fn lookup(s: &mut Scratch) -> Option<*const FlowEntry> {
     let mut w = Walk { scratch: s as *mut Scratch, found: 0, mask_id: 0 };
     // SAFETY: walk_step only touches the Walk and per-CPU maps.
     unsafe {
-        bpf_loop(
-            n_masks - 1,
-            walk_step as *mut c_void,
-            &mut w as *mut Walk as *mut c_void,
-            0,
-        );
+        bpf_loop(n_masks - 1, walk_step as *mut c_void, &mut w as *mut Walk as *mut c_void, 0);
     }
     if w.found == 0 {
         return None;

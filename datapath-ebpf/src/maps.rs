@@ -8,8 +8,7 @@ use aya_ebpf::{
 use oxvs_dp_abi::*;
 
 #[map]
-pub static OXVS_FLOWS: HashMap<MegaflowKey, FlowEntry> =
-    HashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+pub static OXVS_FLOWS: HashMap<MegaflowKey, FlowEntry> = HashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
 #[map]
 pub static OXVS_MASKS: Array<MaskEntry> = Array::with_max_entries(DEFAULT_MAX_MASKS, 0);
 /// Position → mask id, most hit first; `DpConfig::n_masks` entries are valid.
@@ -19,8 +18,7 @@ pub static OXVS_MASK_ORDER: Array<u32> = Array::with_max_entries(DEFAULT_MAX_MAS
 #[map]
 pub static OXVS_MASK_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DEFAULT_MAX_MASKS, 0);
 #[map]
-pub static OXVS_FLOW_STATS: PerCpuArray<FlowStats> =
-    PerCpuArray::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+pub static OXVS_FLOW_STATS: PerCpuArray<FlowStats> = PerCpuArray::with_max_entries(DEFAULT_MAX_FLOWS, 0);
 #[map]
 pub static OXVS_EMC: PerCpuArray<EmcEntry> = PerCpuArray::with_max_entries(EMC_ENTRIES, 0);
 #[map]

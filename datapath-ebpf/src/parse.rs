@@ -243,15 +243,7 @@ fn parse_ipv6(data: usize, end: usize, l3: usize, key: &mut FlowKey, lay: &mut L
 }
 
 #[inline(always)]
-fn parse_l4(
-    data: usize,
-    end: usize,
-    l4: usize,
-    len: usize,
-    key: &mut FlowKey,
-    lay: &mut Layout,
-    v6: bool,
-) {
+fn parse_l4(data: usize, end: usize, l4: usize, len: usize, key: &mut FlowKey, lay: &mut Layout, v6: bool) {
     let p = key.nw_proto;
     let need = match p {
         IPPROTO_TCP => 20,
@@ -301,15 +293,7 @@ fn parse_l4(
 /// Neighbor solicitation/advertisement: target and link-layer address options.
 /// A malformed message keeps type/code and zeroes the ND fields, as OVS does.
 #[inline(always)]
-fn parse_nd(
-    data: usize,
-    end: usize,
-    l4: usize,
-    len: usize,
-    ty: u8,
-    key: &mut FlowKey,
-    lay: &mut Layout,
-) {
+fn parse_nd(data: usize, end: usize, l4: usize, len: usize, ty: u8, key: &mut FlowKey, lay: &mut Layout) {
     if len < 24 {
         lay.malformed = true;
         return;

@@ -179,7 +179,15 @@ pub fn ipv6_hdr(first_word: u32, next: u8, hlim: u8, src: &[u8; 16], dst: &[u8; 
 }
 
 /// A whole Ethernet + IPv6 + UDP frame with a correct checksum.
-pub fn udp6_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+pub fn udp6_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut u = Vec::new();
     u.extend_from_slice(&sport.to_be_bytes());
     u.extend_from_slice(&dport.to_be_bytes());

@@ -201,21 +201,13 @@ impl Topo {
 
     pub fn dpctl_ok(&self, args: &[&str]) -> String {
         let o = self.dpctl(args);
-        assert!(
-            o.status.success(),
-            "dpctl {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "dpctl {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     /// The datapath's options, for opening it in-process.
     pub fn dp_options(&self) -> oxvs_userspace::dpif::DpOptions {
-        oxvs_userspace::dpif::DpOptions {
-            name: self.dp.clone(),
-            pin_root: self.pin_root.clone(),
-            ..Default::default()
-        }
+        oxvs_userspace::dpif::DpOptions { name: self.dp.clone(), pin_root: self.pin_root.clone(), ..Default::default() }
     }
 
     /// A counter from `dpctl show`'s line `name: ... key:N`.
@@ -243,7 +235,18 @@ impl Topo {
 
     pub fn ping(&self, from: &str, to: &str, count: u32) -> bool {
         sh(Command::new("ip").args([
-            "netns", "exec", from, "ping", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "1", to,
+            "netns",
+            "exec",
+            from,
+            "ping",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            to,
         ]))
         .status
         .success()
@@ -352,7 +355,7 @@ impl RawSock {
         if n < 0 {
             return None;
         }
-        if sll.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+        if sll.sll_pkttype == libc::PACKET_OUTGOING {
             return None;
         }
         buf.truncate(n as usize);

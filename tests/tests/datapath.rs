@@ -2,7 +2,7 @@
 //! tc hook forced. Run as root (`cargo xtask test`).
 use std::{net::UdpSocket, time::Duration};
 
-use oxvs_system_tests::{frame, in_ns, Hook, RawSock, Topo, IP_A, IP_B};
+use oxvs_system_tests::{Hook, IP_A, IP_B, RawSock, Topo, frame, in_ns};
 
 const WAIT: Duration = Duration::from_millis(300);
 
@@ -53,7 +53,15 @@ fn udp_wildcard(hook: Hook) {
     let rx = udp_sock(&t.b, "10.0.0.2:5000");
     let srcs: Vec<String> = (0..20).map(|i| format!("10.1.{}.{}", i / 5, 10 + i)).collect();
     for s in &srcs {
-        oxvs_system_tests::sh_ok(std::process::Command::new("ip").args(["-n", &t.a, "addr", "add", &format!("{s}/32"), "dev", "eth0"]));
+        oxvs_system_tests::sh_ok(std::process::Command::new("ip").args([
+            "-n",
+            &t.a,
+            "addr",
+            "add",
+            &format!("{s}/32"),
+            "dev",
+            "eth0",
+        ]));
     }
     let payload = b"hello oxvs";
     in_ns(&t.a, || {
@@ -117,13 +125,23 @@ fn rewrite(hook: Hook) {
     let t = Topo::with_datapath("rw", hook);
     let fake_mac = "02:00:00:00:00:99";
     oxvs_system_tests::sh_ok(std::process::Command::new("ip").args([
-        "-n", &t.a, "neigh", "replace", "10.0.0.99", "lladdr", fake_mac, "dev", "eth0",
+        "-n",
+        &t.a,
+        "neigh",
+        "replace",
+        "10.0.0.99",
+        "lladdr",
+        fake_mac,
+        "dev",
+        "eth0",
     ]));
     let mb = frame::fmt_mac(&t.mac_b);
     t.dpctl_ok(&[
         "add-flow",
         "in_port(1),eth(),eth_type(0x0800),ipv4(dst=10.0.0.99,proto=17,frag=no),udp(dst=7000)",
-        &format!("set(eth(dst={mb})),set(ipv4(src=10.0.0.77,dst=10.0.0.2,tos=0x20,ttl=9)),set(udp(src=1234,dst=7001)),2"),
+        &format!(
+            "set(eth(dst={mb})),set(ipv4(src=10.0.0.77,dst=10.0.0.2,tos=0x20,ttl=9)),set(udp(src=1234,dst=7001)),2"
+        ),
     ]);
     let cap = RawSock::open(&t.b, "eth0");
     let rx = udp_sock(&t.b, "0.0.0.0:7001");
@@ -135,7 +153,10 @@ fn rewrite(hook: Hook) {
     let f: Vec<frame::Udp4> = cap.recv_all(WAIT).iter().filter_map(|f| frame::parse_udp4(f)).collect();
     assert_eq!(f.len(), 1);
     let f = &f[0];
-    assert_eq!((f.dst_mac, f.src, f.dst, f.ttl, f.tos, f.sport, f.dport), (t.mac_b, [10, 0, 0, 77], IP_B, 9, 0x20, 1234, 7001));
+    assert_eq!(
+        (f.dst_mac, f.src, f.dst, f.ttl, f.tos, f.sport, f.dport),
+        (t.mac_b, [10, 0, 0, 77], IP_B, 9, 0x20, 1234, 7001)
+    );
     assert!(f.ip_csum_ok, "IPv4 header checksum wrong");
     assert!(f.udp_csum_ok, "UDP checksum wrong");
 }

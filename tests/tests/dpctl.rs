@@ -2,11 +2,16 @@
 //! codes, capacities, and that a failed command leaves nothing behind.
 use std::process::Command;
 
-use oxvs_system_tests::{oxvs_bin, sh_ok, Hook, Topo};
+use oxvs_system_tests::{Hook, Topo, oxvs_bin, sh_ok};
 
 fn err(t: &Topo, args: &[&str]) -> String {
     let o = t.dpctl(args);
-    assert_eq!(o.status.code(), Some(1), "dpctl {args:?} should fail with 1; stdout {}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "dpctl {args:?} should fail with 1; stdout {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let e = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(e.lines().count(), 1, "one-line error expected: {e:?}");
     assert!(o.stdout.is_empty());
@@ -66,7 +71,10 @@ fn bad_input_is_one_line_and_changes_nothing() {
         (&["add-flow", "in_port(4),eth()", "frobnicate"], "frobnicate"),
         (&["add-flow", "in_port(4),eth()", "5000"], "out of range"),
         (&["add-flow", "in_port(4),eth()", "set(ipv4(ttl=3)),2"], "set(ipv4)"),
-        (&["add-flow", "in_port(4),eth(),eth_type(0x0800),ipv4(proto=132,frag=no)", "set(sctp(dst=9)),2"], "set(tcp)/set(udp)"),
+        (
+            &["add-flow", "in_port(4),eth(),eth_type(0x0800),ipv4(proto=132,frag=no)", "set(sctp(dst=9)),2"],
+            "set(tcp)/set(udp)",
+        ),
         (&["add-flow", "in_port(4),eth()", &"2,".repeat(17)[..33]], "16"),
         (&["add-flow", "in_port(4),eth()"], "at least 2 arguments"),
         (&["frob"], "unknown command 'frob'"),
@@ -120,7 +128,9 @@ fn capacities() {
     t.dpctl_ok(&["add-flow", "in_port(2),eth()", "1"]);
     t.dpctl_ok(&["add-flow", "in_port(1),eth(),eth_type(0x0800)", "2"]);
     // A third distinct mask doesn't fit.
-    assert!(err(&t, &["add-flow", "in_port(1),eth(src=00:00:00:00:00:01)", "2"]).contains("too many masks (at most 2)"));
+    assert!(
+        err(&t, &["add-flow", "in_port(1),eth(src=00:00:00:00:00:01)", "2"]).contains("too many masks (at most 2)")
+    );
     t.dpctl_ok(&["add-flow", "in_port(2),eth(),eth_type(0x0800)", "1"]);
     assert!(err(&t, &["add-flow", "in_port(3),eth()", "1"]).contains("flow table full (4 flows)"));
     assert_eq!(t.dpctl_ok(&["dump-flows"]).lines().count(), 4);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use oxvs_dp_abi::FlowKey;
-use oxvs_system_tests::{frame, Hook, RawSock, Topo, IP_A, IP_B};
+use oxvs_system_tests::{Hook, IP_A, IP_B, RawSock, Topo, frame};
 use oxvs_userspace::dpif::EbpfDatapath;
 
 const WAIT: Duration = Duration::from_millis(300);

@@ -6,8 +6,8 @@ use std::{
     time::Duration,
 };
 
-use oxvs_dp_abi::{action, Action, FlowKey, UPCALL_MISS};
-use oxvs_system_tests::{frame, Hook, RawSock, Topo, IP_A, IP_B};
+use oxvs_dp_abi::{Action, FlowKey, UPCALL_MISS, action};
+use oxvs_system_tests::{Hook, IP_A, IP_B, RawSock, Topo, frame};
 use oxvs_userspace::dpif::{EbpfDatapath, Upcall};
 
 const WAIT: Duration = Duration::from_millis(300);
@@ -86,33 +86,58 @@ fn malformed_frames(t: &Topo) -> Vec<(&'static str, Vec<u8>, Box<dyn Fn(&FlowKey
 
     // Runts: the shortest frame a raw socket sends is the bare 14-byte header
     // (the kernel refuses less). An 802.2 one without SNAP, and an IPv4 one.
-    v.push(("runt, 802.2", frame::eth(b, a, 0x0000), Box::new(|k: &FlowKey| {
-        assert_eq!((k.eth_type, k.nw_proto), (be16(0x05ff), 0));
-    }), false));
-    v.push(("runt, IPv4 type", frame::eth(b, a, 0x0800), Box::new(|k: &FlowKey| {
-        assert_eq!((k.eth_type, k.nw_proto, k.nw_src), (be16(0x0800), 0, [0; 16]));
-    }), true));
+    v.push((
+        "runt, 802.2",
+        frame::eth(b, a, 0x0000),
+        Box::new(|k: &FlowKey| {
+            assert_eq!((k.eth_type, k.nw_proto), (be16(0x05ff), 0));
+        }),
+        false,
+    ));
+    v.push((
+        "runt, IPv4 type",
+        frame::eth(b, a, 0x0800),
+        Box::new(|k: &FlowKey| {
+            assert_eq!((k.eth_type, k.nw_proto, k.nw_src), (be16(0x0800), 0, [0; 16]));
+        }),
+        true,
+    ));
 
     let mut f = frame::eth(b, a, 0x0800);
     f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0]);
-    v.push(("truncated IPv4 header", f, Box::new(|k: &FlowKey| {
-        assert_eq!(k.eth_type, be16(0x0800));
-        assert_eq!((k.nw_proto, k.nw_src, k.tp_dst), (0, [0; 16], 0));
-    }), true));
+    v.push((
+        "truncated IPv4 header",
+        f,
+        Box::new(|k: &FlowKey| {
+            assert_eq!(k.eth_type, be16(0x0800));
+            assert_eq!((k.nw_proto, k.nw_src, k.tp_dst), (0, [0; 16], 0));
+        }),
+        true,
+    ));
 
     let mut f = good.clone();
     f[14] = 0x44; // IHL 4 (< 5)
-    v.push(("IHL < 5", f, Box::new(|k: &FlowKey| {
-        assert_eq!(k.eth_type, be16(0x0800));
-        assert_eq!((k.nw_proto, k.nw_ttl, k.nw_src), (0, 0, [0; 16]));
-    }), true));
+    v.push((
+        "IHL < 5",
+        f,
+        Box::new(|k: &FlowKey| {
+            assert_eq!(k.eth_type, be16(0x0800));
+            assert_eq!((k.nw_proto, k.nw_ttl, k.nw_src), (0, 0, [0; 16]));
+        }),
+        true,
+    ));
 
     let mut f = frame::eth(b, a, 0x0800);
     f.extend(frame::ipv4_hdr(IP_A, IP_B, 6, 4, 64));
     f.extend_from_slice(&[0x30, 0x39, 0x00, 0x50]); // 4 bytes of a 20-byte TCP header
-    v.push(("truncated TCP", f, Box::new(|k: &FlowKey| {
-        assert_eq!((k.nw_proto, &k.nw_src[..4], k.tp_src, k.tp_dst), (6, &IP_A[..], 0, 0));
-    }), true));
+    v.push((
+        "truncated TCP",
+        f,
+        Box::new(|k: &FlowKey| {
+            assert_eq!((k.nw_proto, &k.nw_src[..4], k.tp_src, k.tp_dst), (6, &IP_A[..], 0, 0));
+        }),
+        true,
+    ));
 
     let mut f = frame::eth(b, a, 0x0800);
     let mut ip = frame::ipv4_hdr(IP_A, IP_B, 17, 16, 64);
@@ -124,9 +149,14 @@ fn malformed_frames(t: &Topo) -> Vec<(&'static str, Vec<u8>, Box<dyn Fn(&FlowKey
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     f.extend(ip);
     f.extend_from_slice(&[0xaa; 16]);
-    v.push(("later IPv4 fragment", f, Box::new(|k: &FlowKey| {
-        assert_eq!((k.nw_proto, k.nw_frag, k.tp_src, k.tp_dst), (17, 3, 0, 0));
-    }), false));
+    v.push((
+        "later IPv4 fragment",
+        f,
+        Box::new(|k: &FlowKey| {
+            assert_eq!((k.nw_proto, k.nw_frag, k.tp_src, k.tp_dst), (17, 3, 0, 0));
+        }),
+        false,
+    ));
 
     // IPv6 with hop-by-hop, destination options, routing, destination options, then UDP.
     let mut f = frame::eth(b, a, 0x86dd);
@@ -147,25 +177,40 @@ fn malformed_frames(t: &Topo) -> Vec<(&'static str, Vec<u8>, Box<dyn Fn(&FlowKey
     f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
     f.extend(ext);
     f.extend_from_slice(&udp);
-    v.push(("IPv6 extension header chain", f, Box::new(|k: &FlowKey| {
-        assert_eq!(k.eth_type, be16(0x86dd));
-        assert_eq!((k.nw_proto, k.nw_ttl, k.tp_src, k.tp_dst), (17, 64, be16(1234), be16(5678)));
-        assert_eq!(k.nw_dst[15], 2);
-    }), false));
+    v.push((
+        "IPv6 extension header chain",
+        f,
+        Box::new(|k: &FlowKey| {
+            assert_eq!(k.eth_type, be16(0x86dd));
+            assert_eq!((k.nw_proto, k.nw_ttl, k.tp_src, k.tp_dst), (17, 64, be16(1234), be16(5678)));
+            assert_eq!(k.nw_dst[15], 2);
+        }),
+        false,
+    ));
 
     let mut f = frame::eth(b, a, 0x86dd);
     f.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 17, 64, 0xfd, 0, 0]);
-    v.push(("truncated IPv6", f, Box::new(|k: &FlowKey| {
-        assert_eq!((k.eth_type, k.nw_proto, k.nw_ttl), (be16(0x86dd), 0, 0));
-    }), true));
+    v.push((
+        "truncated IPv6",
+        f,
+        Box::new(|k: &FlowKey| {
+            assert_eq!((k.eth_type, k.nw_proto, k.nw_ttl), (be16(0x86dd), 0, 0));
+        }),
+        true,
+    ));
 
     let three = frame::tag(&frame::tag(&frame::tag(&good, 0x8100, 30), 0x8100, 20), 0x88a8, 10);
-    v.push(("three VLAN tags", three, Box::new(|k: &FlowKey| {
-        assert_eq!(k.vlan_tpid, [be16(0x88a8), be16(0x8100)]);
-        assert_eq!(k.vlan_tci, [be16(0x1000 | 10), be16(0x1000 | 20)]);
-        // The third tag is not parsed: its TPID is the ethertype.
-        assert_eq!((k.eth_type, k.nw_proto), (be16(0x8100), 0));
-    }), false));
+    v.push((
+        "three VLAN tags",
+        three,
+        Box::new(|k: &FlowKey| {
+            assert_eq!(k.vlan_tpid, [be16(0x88a8), be16(0x8100)]);
+            assert_eq!(k.vlan_tci, [be16(0x1000 | 10), be16(0x1000 | 20)]);
+            // The third tag is not parsed: its TPID is the ethertype.
+            assert_eq!((k.eth_type, k.nw_proto), (be16(0x8100), 0));
+        }),
+        false,
+    ));
 
     // Neighbor solicitation with a zero-length option: type/code kept, ND fields zero.
     let mut f = frame::eth(b, a, 0x86dd);
@@ -178,16 +223,26 @@ fn malformed_frames(t: &Topo) -> Vec<(&'static str, Vec<u8>, Box<dyn Fn(&FlowKey
     f.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
     f.extend_from_slice(&[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 9]);
     f.extend(icmp);
-    v.push(("ND with a zero-length option", f, Box::new(|k: &FlowKey| {
-        assert_eq!((k.nw_proto, k.tp_src, k.tp_dst), (58, be16(135), 0));
-        assert_eq!((k.nd_target, k.arp_sha), ([0; 16], [0; 6]));
-    }), true));
+    v.push((
+        "ND with a zero-length option",
+        f,
+        Box::new(|k: &FlowKey| {
+            assert_eq!((k.nw_proto, k.tp_src, k.tp_dst), (58, be16(135), 0));
+            assert_eq!((k.nd_target, k.arp_sha), ([0; 16], [0; 6]));
+        }),
+        true,
+    ));
 
     let mut f = frame::eth([0xff; 6], a, 0x0806);
     f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1, 1, 2, 3]);
-    v.push(("truncated ARP", f, Box::new(|k: &FlowKey| {
-        assert_eq!((k.eth_type, k.nw_proto, k.arp_sha), (be16(0x0806), 0, [0; 6]));
-    }), true));
+    v.push((
+        "truncated ARP",
+        f,
+        Box::new(|k: &FlowKey| {
+            assert_eq!((k.eth_type, k.nw_proto, k.arp_sha), (be16(0x0806), 0, [0; 6]));
+        }),
+        true,
+    ));
     v
 }
 
@@ -249,11 +304,7 @@ fn upcall_rate_limit(hook: Hook) {
 /// rewrites between outputs apply only to the later ones.
 fn multi_output(hook: Hook) {
     let t = Topo::with_datapath("mout", hook);
-    t.dpctl_ok(&[
-        "add-flow",
-        "in_port(1),eth(),eth_type(0x0800),ipv4(proto=17,frag=no)",
-        "2,set(ipv4(ttl=7)),3",
-    ]);
+    t.dpctl_ok(&["add-flow", "in_port(1),eth(),eth_type(0x0800),ipv4(proto=17,frag=no)", "2,set(ipv4(ttl=7)),3"]);
     let (cb, cc) = (RawSock::open(&t.b, "eth0"), RawSock::open(&t.c, "eth0"));
     let tx = RawSock::open(&t.a, "eth0");
     let f = frame::udp_frame(t.mac_b, t.mac_a, IP_A, IP_B, 5, 6, b"to two ports");

@@ -358,8 +358,8 @@ pub mod maps {
     pub const EXEC: &str = "OXVS_EXEC";
     /// Every map, for pinning and takeover.
     pub const ALL: [&str; 15] = [
-        FLOWS, MASKS, MASK_ORDER, MASK_HITS, FLOW_STATS, EMC, CONFIG, PORTS, IFPORT, TX_PORTS,
-        UPCALLS, BUCKETS, COUNTERS, SCRATCH, EXEC,
+        FLOWS, MASKS, MASK_ORDER, MASK_HITS, FLOW_STATS, EMC, CONFIG, PORTS, IFPORT, TX_PORTS, UPCALLS, BUCKETS,
+        COUNTERS, SCRATCH, EXEC,
     ];
 }
 

@@ -8,8 +8,7 @@
 //! programs keep forwarding while no process holds them.
 use std::{
     collections::HashMap as StdHashMap,
-    fs,
-    io,
+    fs, io,
     os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
     sync::Mutex,
@@ -20,10 +19,9 @@ use aya::{
     EbpfLoader,
     maps::{Array, DevMap, HashMap, Map, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, Link, PinnedLink},
         tc::{self, TcAttachOptions},
-        LinkOrder,
     },
 };
 use oxvs_dp_abi::{self as abi, *};
@@ -175,15 +173,8 @@ fn ensure_bpffs(root: &Path) -> Result<(), DpError> {
     }
     let c = |s: &str| std::ffi::CString::new(s).unwrap();
     // SAFETY: all pointers are valid NUL-terminated strings or null data.
-    let r = unsafe {
-        libc::mount(
-            c("bpf").as_ptr(),
-            c("/sys/fs/bpf").as_ptr(),
-            c("bpf").as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let r =
+        unsafe { libc::mount(c("bpf").as_ptr(), c("/sys/fs/bpf").as_ptr(), c("bpf").as_ptr(), 0, std::ptr::null()) };
     if r != 0 {
         return Err(io_err("mount bpffs on /sys/fs/bpf", io::Error::last_os_error()));
     }
@@ -430,8 +421,9 @@ impl EbpfDatapath {
     fn attach(&mut self, ifname: &str, ifindex: u32, mode: AttachMode) -> Result<&'static str, DpError> {
         let mut hook = "tc";
         if mode != AttachMode::Tc {
-            let mut xdp = Xdp::from_pin(self.dir.join("progs").join(PROG_XDP), aya_obj::programs::XdpAttachType::Interface)
-                .map_err(|e| io_err("open pinned XDP program", e))?;
+            let mut xdp =
+                Xdp::from_pin(self.dir.join("progs").join(PROG_XDP), aya_obj::programs::XdpAttachType::Interface)
+                    .map_err(|e| io_err("open pinned XDP program", e))?;
             match xdp.attach_to_if_index(ifindex, XdpMode::Driver) {
                 Ok(id) => {
                     let link = xdp.take_link(id).map_err(|e| io_err("xdp link", e))?;
@@ -473,11 +465,10 @@ impl EbpfDatapath {
     fn detach(&self, ifindex: u32) {
         for hook in ["xdp", "tc"] {
             let p = self.link_path(hook, ifindex);
-            if let Ok(l) = PinnedLink::from_pin(&p) {
-                if let Ok(fd) = l.unpin() {
+            if let Ok(l) = PinnedLink::from_pin(&p)
+                && let Ok(fd) = l.unpin() {
                     let _ = fd.detach();
                 }
-            }
             let _ = fs::remove_file(&p);
         }
     }
@@ -557,9 +548,9 @@ impl EbpfDatapath {
             let v = self.maps.mask_hits.get(id, 0).map_err(|e| io_err("mask hits", e))?;
             hits.push((v.iter().sum(), *id));
         }
-        let mut sorted = hits.clone();
-        sorted.sort_by(|a, b| b.0.cmp(&a.0));
-        let new: Vec<u32> = sorted.iter().map(|h| h.1).collect();
+        // Stable: masks with equal hits keep their relative order.
+        hits.sort_by_key(|h| std::cmp::Reverse(h.0));
+        let new: Vec<u32> = hits.iter().map(|h| h.1).collect();
         if new == self.order {
             return Ok(());
         }
@@ -581,7 +572,8 @@ impl EbpfDatapath {
     }
 
     fn zero_stats(&mut self, slot: u32) -> Result<(), DpError> {
-        let zeros = PerCpuValues::try_from(vec![FlowStats::default(); self.ncpus]).map_err(|e| io_err("flow stats", e))?;
+        let zeros =
+            PerCpuValues::try_from(vec![FlowStats::default(); self.ncpus]).map_err(|e| io_err("flow stats", e))?;
         self.maps.stats.set(slot, zeros, 0).map_err(|e| io_err("flow stats", e))
     }
 
@@ -756,11 +748,9 @@ impl EbpfDatapath {
         let mut exec = self.exec.lock().unwrap_or_else(|p| p.into_inner());
         let exec = &mut *exec;
         if exec.prog.is_none() {
-            let p = Xdp::from_pin(
-                self.dir.join("progs").join(PROG_XDP_EXEC),
-                aya_obj::programs::XdpAttachType::Interface,
-            )
-            .map_err(|e| io_err("open exec program", e))?;
+            let p =
+                Xdp::from_pin(self.dir.join("progs").join(PROG_XDP_EXEC), aya_obj::programs::XdpAttachType::Interface)
+                    .map_err(|e| io_err("open exec program", e))?;
             exec.prog = Some(p);
         }
         let prog_fd = exec.prog.as_ref().unwrap().fd().map_err(|e| io_err("exec program", e))?.as_fd().as_raw_fd();
@@ -820,12 +810,10 @@ fn build_entry(key: &FlowKey, mask: &FlowKey, actions: &[Action]) -> Result<Flow
             SET_IPV6_SRC | SET_IPV6_DST | SET_IPV6_TCLASS | SET_IPV6_HLIMIT => {
                 need(et == Some(ETH_TYPE_IPV6), "set(ipv6) (eth_type(0x86dd))")?
             }
-            SET_TP_SRC | SET_TP_DST => {
-                need(
-                    matches!(et, Some(ETH_TYPE_IP | ETH_TYPE_IPV6)) && matches!(proto, Some(IPPROTO_TCP | IPPROTO_UDP)),
-                    "set(tcp)/set(udp) (the IP protocol)",
-                )?
-            }
+            SET_TP_SRC | SET_TP_DST => need(
+                matches!(et, Some(ETH_TYPE_IP | ETH_TYPE_IPV6)) && matches!(proto, Some(IPPROTO_TCP | IPPROTO_UDP)),
+                "set(tcp)/set(udp) (the IP protocol)",
+            )?,
             DEC_TTL => need(matches!(et, Some(ETH_TYPE_IP | ETH_TYPE_IPV6)), "dec_ttl (an IP eth_type)")?,
             USERSPACE | PUSH_VLAN | POP_VLAN | SET_ETH_SRC | SET_ETH_DST => {}
             k => return Err(DpError::Invalid(format!("unsupported action kind {k}"))),

@@ -90,7 +90,8 @@ impl Upcall {
         let cap = (r.cap_len as usize).min(UPCALL_MAX_BYTES);
         let mut packet = r.data[..cap].to_vec();
         if r.meta_vlan != 0 && packet.len() >= 12 {
-            let tag = [(r.meta_vlan >> 24) as u8, (r.meta_vlan >> 16) as u8, (r.meta_vlan >> 8) as u8, r.meta_vlan as u8];
+            let tag =
+                [(r.meta_vlan >> 24) as u8, (r.meta_vlan >> 16) as u8, (r.meta_vlan >> 8) as u8, r.meta_vlan as u8];
             packet.splice(12..12, tag);
         }
         Some(Upcall { key: r.key, reason: r.reason, hook: r.hook, pid: r.pid, pkt_len: r.pkt_len, packet })

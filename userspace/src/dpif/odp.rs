@@ -105,9 +105,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use oxvs_dp_abi::{
-    Action, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_NONE, ETH_TYPE_RARP,
-    ETH_TYPE_VLAN_8021Q, FRAG_ANY, FRAG_LATER, FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
-    IPPROTO_TCP, IPPROTO_UDP, MAX_ACTIONS, VLAN_CFI, action,
+    Action, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_NONE, ETH_TYPE_RARP, ETH_TYPE_VLAN_8021Q, FRAG_ANY,
+    FRAG_LATER, FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, MAX_ACTIONS, VLAN_CFI,
+    action,
 };
 
 /// A parsed datapath flow match: key and mask (mask bit 1 = significant).
@@ -131,15 +131,7 @@ fn perr(pos: usize, msg: impl Into<String>) -> ParseError {
     let msg: String = msg.into();
     // Keep the message on one line whatever the input held.
     let msg = if msg.chars().any(char::is_control) {
-        msg.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
+        msg.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
     } else {
         msg
     };
@@ -224,16 +216,9 @@ impl<'a> Lexer<'a> {
         match rest.chars().next() {
             None => "end of input".to_string(),
             Some(c) => {
-                let tok: String = rest
-                    .chars()
-                    .take_while(|c| !(c.is_ascii() && VALUE_END.contains(&(*c as u8))))
-                    .take(40)
-                    .collect();
-                if tok.is_empty() {
-                    format!("\"{c}\"")
-                } else {
-                    format!("\"{tok}\"")
-                }
+                let tok: String =
+                    rest.chars().take_while(|c| !(c.is_ascii() && VALUE_END.contains(&(*c as u8)))).take(40).collect();
+                if tok.is_empty() { format!("\"{c}\"") } else { format!("\"{tok}\"") }
             }
         }
     }
@@ -257,68 +242,35 @@ fn parse_fields<'a>(lx: &mut Lexer<'a>, start: usize) -> Result<Vec<Field<'a>>, 
             return Ok(out);
         }
         if lx.at_end() {
-            return Err(perr(
-                lx.pos,
-                format!("expected ')' after \"{}\"", lx.since(start)),
-            ));
+            return Err(perr(lx.pos, format!("expected ')' after \"{}\"", lx.since(start))));
         }
         let name_pos = lx.pos;
         let name = lx.ident();
         if name.is_empty() {
             return Err(perr(
                 lx.pos,
-                format!(
-                    "expected a field name after \"{}\", found {}",
-                    lx.since(start),
-                    lx.here()
-                ),
+                format!("expected a field name after \"{}\", found {}", lx.since(start), lx.here()),
             ));
         }
         if !lx.eat(b'=') {
-            return Err(perr(
-                lx.pos,
-                format!(
-                    "expected '=' after \"{}\", found {}",
-                    lx.since(start),
-                    lx.here()
-                ),
-            ));
+            return Err(perr(lx.pos, format!("expected '=' after \"{}\", found {}", lx.since(start), lx.here())));
         }
         let pos = lx.pos;
         let value = lx.value();
         if value.is_empty() {
-            return Err(perr(
-                pos,
-                format!(
-                    "missing value after \"{}\", found {}",
-                    lx.since(start),
-                    lx.here()
-                ),
-            ));
+            return Err(perr(pos, format!("missing value after \"{}\", found {}", lx.since(start), lx.here())));
         }
-        out.push(Field {
-            name,
-            value,
-            pos,
-            name_pos,
-        });
+        out.push(Field { name, value, pos, name_pos });
         match lx.peek() {
             Some(b',') => lx.pos += 1,
             Some(b')') => {}
             None => {
-                return Err(perr(
-                    lx.pos,
-                    format!("expected ')' after \"{}\"", lx.since(start)),
-                ));
+                return Err(perr(lx.pos, format!("expected ')' after \"{}\"", lx.since(start))));
             }
             Some(_) => {
                 return Err(perr(
                     lx.pos,
-                    format!(
-                        "expected ',' or ')' after \"{}\", found {}",
-                        lx.since(start),
-                        lx.here()
-                    ),
+                    format!("expected ',' or ')' after \"{}\", found {}", lx.since(start), lx.here()),
                 ));
             }
         }
@@ -333,19 +285,9 @@ fn parse_single<'a>(lx: &mut Lexer<'a>, start: usize) -> Result<(&'a str, usize)
     if lx.eat(b')') {
         Ok((v, pos))
     } else if lx.at_end() {
-        Err(perr(
-            lx.pos,
-            format!("expected ')' after \"{}\"", lx.since(start)),
-        ))
+        Err(perr(lx.pos, format!("expected ')' after \"{}\"", lx.since(start))))
     } else {
-        Err(perr(
-            lx.pos,
-            format!(
-                "expected ')' after \"{}\", found {}",
-                lx.since(start),
-                lx.here()
-            ),
-        ))
+        Err(perr(lx.pos, format!("expected ')' after \"{}\", found {}", lx.since(start), lx.here())))
     }
 }
 
@@ -370,10 +312,7 @@ fn num(s: &str) -> Result<u64, NumErr> {
     let mut v: u64 = 0;
     for c in digits.chars() {
         let d = c.to_digit(radix).unwrap_or(0) as u64;
-        v = v
-            .checked_mul(radix as u64)
-            .and_then(|v| v.checked_add(d))
-            .ok_or(NumErr::Range)?;
+        v = v.checked_mul(radix as u64).and_then(|v| v.checked_add(d)).ok_or(NumErr::Range)?;
     }
     Ok(v)
 }
@@ -382,9 +321,7 @@ fn num_max(s: &str, max: u64, what: &str) -> Result<u64, String> {
     match num(s) {
         Ok(v) if v <= max => Ok(v),
         Ok(_) | Err(NumErr::Range) => Err(format!("{what} out of range")),
-        Err(NumErr::Bad) => Err(format!(
-            "bad number \"{s}\" (expected decimal or 0x-prefixed hex)"
-        )),
+        Err(NumErr::Bad) => Err(format!("bad number \"{s}\" (expected decimal or 0x-prefixed hex)")),
     }
 }
 
@@ -482,15 +419,11 @@ fn masked_ipv6(tok: &str) -> Result<([u8; 16], [u8; 16]), String> {
 }
 
 /// TCP flag names in bit order, as OVS's `packet_tcp_flag_to_string`.
-const TCP_FLAG_NAMES: [&str; 12] = [
-    "fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr", "ns", "[200]", "[400]", "[800]",
-];
+const TCP_FLAG_NAMES: [&str; 12] =
+    ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr", "ns", "[200]", "[400]", "[800]"];
 
 fn tcp_flag_bit(name: &str) -> Option<u16> {
-    TCP_FLAG_NAMES
-        .iter()
-        .position(|n| *n == name)
-        .map(|i| 1u16 << i)
+    TCP_FLAG_NAMES.iter().position(|n| *n == name).map(|i| 1u16 << i)
 }
 
 /// `0x12/0xfff`, `+syn-ack`, or `syn|ack` (numbers allowed in the last).
@@ -600,16 +533,8 @@ const KNOWN_ATTRS: &[&str] = &[
 ];
 
 /// OVS attributes our datapath has no equivalent for.
-const UNSUPPORTED_ATTRS: &[&str] = &[
-    "tunnel",
-    "ct_state",
-    "ct_label",
-    "ct_tuple4",
-    "ct_tuple6",
-    "mpls",
-    "nd_ext",
-    "nsh",
-];
+const UNSUPPORTED_ATTRS: &[&str] =
+    &["tunnel", "ct_state", "ct_label", "ct_tuple4", "ct_tuple6", "mpls", "nd_ext", "nsh"];
 
 /// Parse a flow match, e.g. "in_port(1),eth(src=00:01:02:03:04:05,dst=ff:ff:ff:ff:ff:ff),eth_type(0x0800),ipv4(src=10.1.0.0/255.255.0.0,proto=17,frag=no),udp(dst=53)".
 ///
@@ -624,10 +549,7 @@ pub fn parse_flow(s: &str) -> Result<FlowMatch, ParseError> {
     };
     p.level(0, 0)?;
     p.check_prereqs()?;
-    Ok(FlowMatch {
-        key: p.key.masked(&p.mask),
-        mask: p.mask,
-    })
+    Ok(FlowMatch { key: p.key.masked(&p.mask), mask: p.mask })
 }
 
 impl<'a> FlowParser<'a> {
@@ -640,10 +562,7 @@ impl<'a> FlowParser<'a> {
             match self.lx.peek() {
                 None if depth == 0 => break,
                 None => {
-                    return Err(perr(
-                        self.lx.pos,
-                        format!("expected ')' after \"{}\"", self.lx.since(start)),
-                    ));
+                    return Err(perr(self.lx.pos, format!("expected ')' after \"{}\"", self.lx.since(start))));
                 }
                 Some(b')') if depth > 0 => {
                     self.lx.pos += 1;
@@ -656,10 +575,7 @@ impl<'a> FlowParser<'a> {
         let tagged = lv.vlan.is_some() || lv.encap;
         if tagged {
             if let Some((name, pos)) = lv.l3 {
-                return Err(perr(
-                    pos,
-                    format!("{name}(...) must be inside encap(...) when the frame has a VLAN tag"),
-                ));
+                return Err(perr(pos, format!("{name}(...) must be inside encap(...) when the frame has a VLAN tag")));
             }
             if let Some((v, m, _, _)) = lv.eth_type {
                 self.key.vlan_tpid[depth] = v.to_be();
@@ -689,10 +605,7 @@ impl<'a> FlowParser<'a> {
         let start = self.lx.pos;
         let name = self.lx.ident();
         if name.is_empty() {
-            return Err(perr(
-                start,
-                format!("expected an attribute name, found {}", self.lx.here()),
-            ));
+            return Err(perr(start, format!("expected an attribute name, found {}", self.lx.here())));
         }
         let Some(&name) = KNOWN_ATTRS.iter().find(|n| **n == name) else {
             if let Some(u) = UNSUPPORTED_ATTRS.iter().find(|n| **n == name) {
@@ -701,10 +614,7 @@ impl<'a> FlowParser<'a> {
             return Err(perr(start, format!("unknown attribute \"{name}\"")));
         };
         if !self.lx.eat(b'(') {
-            return Err(perr(
-                self.lx.pos,
-                format!("expected '(' after \"{name}\", found {}", self.lx.here()),
-            ));
+            return Err(perr(self.lx.pos, format!("expected '(' after \"{name}\", found {}", self.lx.here())));
         }
         let before = self.mask;
 
@@ -722,8 +632,7 @@ impl<'a> FlowParser<'a> {
                 for f in parse_fields(&mut self.lx, start)? {
                     let ctx = || format!("eth({}={})", f.name, f.value);
                     let (k, m) = match f.name {
-                        "src" | "dst" => masked_mac(f.value)
-                            .map_err(|e| perr(f.pos, format!("{}: {e}", ctx())))?,
+                        "src" | "dst" => masked_mac(f.value).map_err(|e| perr(f.pos, format!("{}: {e}", ctx())))?,
                         _ => return Err(unknown_field(&f, "eth", "src, dst")),
                     };
                     let (kf, mf) = if f.name == "src" {
@@ -740,8 +649,7 @@ impl<'a> FlowParser<'a> {
                     return Err(perr(start, "duplicate attribute \"eth_type\""));
                 }
                 let (v, pos) = parse_single(&mut self.lx, start)?;
-                let (k, m) = masked_num(v, 0xffff, 0xffff)
-                    .map_err(|e| perr(pos, format!("eth_type({v}): {e}")))?;
+                let (k, m) = masked_num(v, 0xffff, 0xffff).map_err(|e| perr(pos, format!("eth_type({v}): {e}")))?;
                 let literal_zero = split_mask(v).0 == "0";
                 lv.eth_type = Some((k as u16, m as u16, literal_zero, start));
             }
@@ -799,11 +707,7 @@ impl<'a> FlowParser<'a> {
                         "proto" | "tos" | "ttl" => self.set_u8(f.name, f.value).map_err(e)?,
                         "frag" => self.set_frag(f.value).map_err(e)?,
                         _ => {
-                            return Err(unknown_field(
-                                &f,
-                                "ipv4",
-                                "src, dst, proto, tos, ttl, frag",
-                            ));
+                            return Err(unknown_field(&f, "ipv4", "src, dst, proto, tos, ttl, frag"));
                         }
                     }
                 }
@@ -836,11 +740,7 @@ impl<'a> FlowParser<'a> {
                         "hlimit" => self.set_u8("ttl", f.value).map_err(e)?,
                         "frag" => self.set_frag(f.value).map_err(e)?,
                         _ => {
-                            return Err(unknown_field(
-                                &f,
-                                "ipv6",
-                                "src, dst, label, proto, tclass, hlimit, frag",
-                            ));
+                            return Err(unknown_field(&f, "ipv6", "src, dst, label, proto, tclass, hlimit, frag"));
                         }
                     }
                 }
@@ -851,9 +751,8 @@ impl<'a> FlowParser<'a> {
                 lv.l3.get_or_insert((name, start));
                 for f in parse_fields(&mut self.lx, start)? {
                     let (k, m) = match f.name {
-                        "src" | "dst" => masked_num(f.value, 0xffff, 0xffff).map_err(|e| {
-                            perr(f.pos, format!("{name}({}={}): {e}", f.name, f.value))
-                        })?,
+                        "src" | "dst" => masked_num(f.value, 0xffff, 0xffff)
+                            .map_err(|e| perr(f.pos, format!("{name}({}={}): {e}", f.name, f.value)))?,
                         _ => return Err(unknown_field(&f, name, "src, dst")),
                     };
                     let (kf, mf) = if f.name == "src" {
@@ -875,8 +774,7 @@ impl<'a> FlowParser<'a> {
                 self.once(name, start)?;
                 lv.l3.get_or_insert((name, start));
                 let (v, pos) = parse_single(&mut self.lx, start)?;
-                let (k, m) =
-                    parse_tcp_flags(v).map_err(|e| perr(pos, format!("tcp_flags({v}): {e}")))?;
+                let (k, m) = parse_tcp_flags(v).map_err(|e| perr(pos, format!("tcp_flags({v}): {e}")))?;
                 self.key.tcp_flags = k.to_be();
                 self.mask.tcp_flags = m.to_be();
                 self.check_if_set(&before, Prereq::L4(name, IPPROTO_TCP), start);
@@ -886,9 +784,8 @@ impl<'a> FlowParser<'a> {
                 lv.l3.get_or_insert((name, start));
                 for f in parse_fields(&mut self.lx, start)? {
                     let (k, m) = match f.name {
-                        "type" | "code" => masked_num(f.value, 0xff, 0xff).map_err(|e| {
-                            perr(f.pos, format!("{name}({}={}): {e}", f.name, f.value))
-                        })?,
+                        "type" | "code" => masked_num(f.value, 0xff, 0xff)
+                            .map_err(|e| perr(f.pos, format!("{name}({}={}): {e}", f.name, f.value)))?,
                         _ => return Err(unknown_field(&f, name, "type, code")),
                     };
                     let (kf, mf) = if f.name == "type" {
@@ -899,11 +796,7 @@ impl<'a> FlowParser<'a> {
                     *kf = (k as u16).to_be();
                     *mf = (m as u16).to_be();
                 }
-                let pre = if name == "icmp" {
-                    Prereq::Icmp
-                } else {
-                    Prereq::Icmpv6
-                };
+                let pre = if name == "icmp" { Prereq::Icmp } else { Prereq::Icmpv6 };
                 self.check_if_set(&before, pre, start);
             }
             "arp" => {
@@ -980,10 +873,7 @@ impl<'a> FlowParser<'a> {
                 let (k, _) = masked_num(v, u32::MAX as u64, u32::MAX as u64)
                     .map_err(|e| perr(pos, format!("{name}({v}): {e}")))?;
                 if k != 0 {
-                    return Err(perr(
-                        pos,
-                        format!("{name}({v}): unsupported (only 0 is accepted)"),
-                    ));
+                    return Err(perr(pos, format!("{name}({v}): unsupported (only 0 is accepted)")));
                 }
             }
             "packet_type" => {
@@ -992,16 +882,12 @@ impl<'a> FlowParser<'a> {
                     if f.name != "ns" && f.name != "id" {
                         return Err(unknown_field(&f, name, "ns, id"));
                     }
-                    let (k, _) = masked_num(f.value, 0xffff, 0xffff).map_err(|e| {
-                        perr(f.pos, format!("packet_type({}={}): {e}", f.name, f.value))
-                    })?;
+                    let (k, _) = masked_num(f.value, 0xffff, 0xffff)
+                        .map_err(|e| perr(f.pos, format!("packet_type({}={}): {e}", f.name, f.value)))?;
                     if k != 0 {
                         return Err(perr(
                             f.pos,
-                            format!(
-                                "packet_type({}={}): unsupported (only Ethernet, ns=0,id=0)",
-                                f.name, f.value
-                            ),
+                            format!("packet_type({}={}): unsupported (only Ethernet, ns=0,id=0)", f.name, f.value),
                         ));
                     }
                 }
@@ -1015,11 +901,7 @@ impl<'a> FlowParser<'a> {
             Some(c) if DELIMS.contains(&c) => Ok(()),
             Some(_) => Err(perr(
                 self.lx.pos,
-                format!(
-                    "expected ',' after \"{}\", found {}",
-                    self.lx.since(start),
-                    self.lx.here()
-                ),
+                format!("expected ',' after \"{}\", found {}", self.lx.since(start), self.lx.here()),
             )),
         }
     }
@@ -1046,9 +928,7 @@ impl<'a> FlowParser<'a> {
             "first" => FRAG_ANY,
             "later" => FRAG_ANY | FRAG_LATER,
             _ => {
-                return Err(format!(
-                    "bad fragment type \"{value}\" (expected no, first or later)"
-                ));
+                return Err(format!("bad fragment type \"{value}\" (expected no, first or later)"));
             }
         };
         self.mask.nw_frag = FRAG_MASK;
@@ -1067,12 +947,8 @@ impl<'a> FlowParser<'a> {
         let proto = |p: u8| m.nw_proto == 0xff && k.nw_proto == p;
         for &(what, pos) in &self.checks {
             let msg = match what {
-                Prereq::Ipv4 if !et(ETH_TYPE_IP) => {
-                    "ipv4(...) requires eth_type(0x0800)".to_string()
-                }
-                Prereq::Ipv6 if !et(ETH_TYPE_IPV6) => {
-                    "ipv6(...) requires eth_type(0x86dd)".to_string()
-                }
+                Prereq::Ipv4 if !et(ETH_TYPE_IP) => "ipv4(...) requires eth_type(0x0800)".to_string(),
+                Prereq::Ipv6 if !et(ETH_TYPE_IPV6) => "ipv6(...) requires eth_type(0x86dd)".to_string(),
                 Prereq::Arp if !et(ETH_TYPE_ARP) && !et(ETH_TYPE_RARP) => {
                     "arp(...) requires eth_type(0x0806) or eth_type(0x8035)".to_string()
                 }
@@ -1097,13 +973,7 @@ impl<'a> FlowParser<'a> {
 }
 
 fn unknown_field(f: &Field<'_>, attr: &str, expected: &str) -> ParseError {
-    perr(
-        f.name_pos,
-        format!(
-            "{attr}({}={}): unknown field \"{}\" (expected {expected})",
-            f.name, f.value, f.name
-        ),
-    )
+    perr(f.name_pos, format!("{attr}({}={}): unknown field \"{}\" (expected {expected})", f.name, f.value, f.name))
 }
 
 // ---------------------------------------------------------------------------
@@ -1112,18 +982,11 @@ fn unknown_field(f: &Field<'_>, attr: &str, expected: &str) -> ParseError {
 
 /// C's `%#x`: `0` for zero, else `0x...`.
 fn hex0(v: u64) -> String {
-    if v == 0 {
-        "0".to_string()
-    } else {
-        format!("{v:#x}")
-    }
+    if v == 0 { "0".to_string() } else { format!("{v:#x}") }
 }
 
 fn fmt_mac(a: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        a[0], a[1], a[2], a[3], a[4], a[5]
-    )
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", a[0], a[1], a[2], a[3], a[4], a[5])
 }
 
 fn fmt_ipv4(a: &[u8]) -> String {
@@ -1205,8 +1068,7 @@ impl Fields {
         if m[..4] == [0xff; 4] {
             self.0.push(format!("{name}={}", fmt_ipv4(k)));
         } else {
-            self.0
-                .push(format!("{name}={}/{}", fmt_ipv4(k), fmt_ipv4(m)));
+            self.0.push(format!("{name}={}/{}", fmt_ipv4(k), fmt_ipv4(m)));
         }
     }
 
@@ -1217,8 +1079,7 @@ impl Fields {
         if *m == [0xff; 16] {
             self.0.push(format!("{name}={}", fmt_ipv6(k)));
         } else {
-            self.0
-                .push(format!("{name}={}/{}", fmt_ipv6(k), fmt_ipv6(m)));
+            self.0.push(format!("{name}={}/{}", fmt_ipv6(k), fmt_ipv6(m)));
         }
     }
 
@@ -1329,11 +1190,7 @@ fn be16(v: u16) -> u16 {
 }
 
 fn fmt_eth_type(v: u16, m: u16) -> String {
-    if m == 0xffff {
-        format!("eth_type(0x{v:04x})")
-    } else {
-        format!("eth_type(0x{v:04x}/0x{m:04x})")
-    }
+    if m == 0xffff { format!("eth_type(0x{v:04x})") } else { format!("eth_type(0x{v:04x}/0x{m:04x})") }
 }
 
 fn format_level(k: &FlowKey, m: &FlowKey, depth: usize, out: &mut Vec<String>) {
@@ -1403,11 +1260,7 @@ fn format_level(k: &FlowKey, m: &FlowKey, depth: usize, out: &mut Vec<String>) {
             f.ipv4("sip", &k.nw_src, &m.nw_src);
             f.ipv4("tip", &k.nw_dst, &m.nw_dst);
             // OVS widens the one-byte opcode mask 0xff to 0xffff (exact).
-            let op_m = if m.nw_proto == 0xff {
-                0xffff
-            } else {
-                m.nw_proto as u64
-            };
+            let op_m = if m.nw_proto == 0xff { 0xffff } else { m.nw_proto as u64 };
             f.dec("op", k.nw_proto.into(), op_m, 0xffff);
             f.mac("sha", &k.arp_sha, &m.arp_sha);
             f.mac("tha", &k.arp_tha, &m.arp_tha);
@@ -1517,11 +1370,7 @@ fn set_field(a: &Action) -> Option<(SetHeader, usize)> {
 }
 
 fn act(kind: u8, arg: u32, data: &[u8]) -> Action {
-    let mut a = Action {
-        kind,
-        arg,
-        ..Default::default()
-    };
+    let mut a = Action { kind, arg, ..Default::default() };
     let n = data.len().min(a.data.len());
     a.data[..n].copy_from_slice(&data[..n]);
     a
@@ -1552,24 +1401,14 @@ pub fn parse_actions(s: &str) -> Result<Vec<Action>, ParseError> {
         if out.len() > MAX_ACTIONS {
             return Err(perr(
                 start,
-                format!(
-                    "too many actions at \"{}\": a flow holds at most {MAX_ACTIONS}",
-                    lx.since(start)
-                ),
+                format!("too many actions at \"{}\": a flow holds at most {MAX_ACTIONS}", lx.since(start)),
             ));
         }
         match lx.peek() {
             None => {}
             Some(c) if DELIMS.contains(&c) => {}
             Some(_) => {
-                return Err(perr(
-                    lx.pos,
-                    format!(
-                        "expected ',' after \"{}\", found {}",
-                        lx.since(start),
-                        lx.here()
-                    ),
-                ));
+                return Err(perr(lx.pos, format!("expected ',' after \"{}\", found {}", lx.since(start), lx.here())));
             }
         }
     }
@@ -1646,10 +1485,7 @@ fn parse_action(lx: &mut Lexer<'_>, out: &mut Vec<Action>) -> Result<bool, Parse
         }
         "push_vlan" | "userspace" | "set" => {
             if !lx.eat(b'(') {
-                return Err(perr(
-                    lx.pos,
-                    format!("expected '(' after \"{name}\", found {}", lx.here()),
-                ));
+                return Err(perr(lx.pos, format!("expected '(' after \"{name}\", found {}", lx.here())));
             }
             match name {
                 "push_vlan" => out.push(parse_push_vlan(lx, start)?),
@@ -1665,23 +1501,19 @@ fn parse_action(lx: &mut Lexer<'_>, out: &mut Vec<Action>) -> Result<bool, Parse
                                 ),
                             ));
                         }
-                        pid = Some(plain_num(f.value, u32::MAX as u64).map_err(|e| {
-                            perr(f.pos, format!("userspace(pid={}): {e}", f.value))
-                        })?);
+                        pid = Some(
+                            plain_num(f.value, u32::MAX as u64)
+                                .map_err(|e| perr(f.pos, format!("userspace(pid={}): {e}", f.value)))?,
+                        );
                     }
-                    let pid = pid.ok_or_else(|| {
-                        perr(start, format!("\"{}\": missing pid=N", lx.since(start)))
-                    })?;
+                    let pid = pid.ok_or_else(|| perr(start, format!("\"{}\": missing pid=N", lx.since(start))))?;
                     out.push(act(action::USERSPACE, pid as u32, &[]));
                 }
                 _ => parse_set(lx, start, out)?,
             }
         }
         "" => {
-            return Err(perr(
-                start,
-                format!("expected an action, found {}", lx.here()),
-            ));
+            return Err(perr(start, format!("expected an action, found {}", lx.here())));
         }
         _ => {
             if UNSUPPORTED_ACTIONS.contains(&name) {
@@ -1703,8 +1535,7 @@ fn parse_push_vlan(lx: &mut Lexer<'_>, start: usize) -> Result<Action, ParseErro
             "cfi" => 1,
             _ => return Err(unknown_field(&f, "push_vlan", "tpid, vid, pcp, cfi")),
         };
-        let v = plain_num(f.value, max)
-            .map_err(|e| perr(f.pos, format!("push_vlan({}={}): {e}", f.name, f.value)))?;
+        let v = plain_num(f.value, max).map_err(|e| perr(f.pos, format!("push_vlan({}={}): {e}", f.name, f.value)))?;
         match f.name {
             "tpid" => tpid = v,
             "vid" => vid = Some(v),
@@ -1729,28 +1560,15 @@ fn parse_set(lx: &mut Lexer<'_>, start: usize, out: &mut Vec<Action>) -> Result<
         "udp" => (SetHeader::Tp(IPPROTO_UDP.into()), &["src", "dst"]),
         "sctp" => (SetHeader::Tp(IPPROTO_SCTP.into()), &["src", "dst"]),
         "" => {
-            return Err(perr(
-                hpos,
-                format!("expected a header name after \"set(\", found {}", lx.here()),
-            ));
+            return Err(perr(hpos, format!("expected a header name after \"set(\", found {}", lx.here())));
         }
         _ if KNOWN_ATTRS.contains(&header) || UNSUPPORTED_ATTRS.contains(&header) => {
-            return Err(perr(
-                hpos,
-                format!("set({header}(...)): setting \"{header}\" is unsupported"),
-            ));
+            return Err(perr(hpos, format!("set({header}(...)): setting \"{header}\" is unsupported")));
         }
         _ => return Err(perr(hpos, format!("set(...): unknown header \"{header}\""))),
     };
     if !lx.eat(b'(') {
-        return Err(perr(
-            lx.pos,
-            format!(
-                "expected '(' after \"{}\", found {}",
-                lx.since(start),
-                lx.here()
-            ),
-        ));
+        return Err(perr(lx.pos, format!("expected '(' after \"{}\", found {}", lx.since(start), lx.here())));
     }
     let mut slots: [Option<Action>; 4] = [None; 4];
     for f in parse_fields(lx, start)? {
@@ -1764,38 +1582,22 @@ fn parse_set(lx: &mut Lexer<'_>, start: usize, out: &mut Vec<Action>) -> Result<
             let msg = if unsettable {
                 format!("{ctx}: field \"{}\" cannot be set", f.name)
             } else {
-                format!(
-                    "{ctx}: unknown field \"{}\" (expected {})",
-                    f.name,
-                    names.join(", ")
-                )
+                format!("{ctx}: unknown field \"{}\" (expected {})", f.name, names.join(", "))
             };
             return Err(perr(f.name_pos, msg));
         };
         if slots[idx].is_some() {
-            return Err(perr(
-                f.name_pos,
-                format!("{ctx}: field \"{}\" given twice", f.name),
-            ));
+            return Err(perr(f.name_pos, format!("{ctx}: field \"{}\" given twice", f.name)));
         }
         let e = |e: String| perr(f.pos, format!("{ctx}: {e}"));
-        let unmasked = || {
-            perr(
-                f.pos,
-                format!("{ctx}: masked set of \"{}\" is not supported", f.name),
-            )
-        };
+        let unmasked = || perr(f.pos, format!("{ctx}: masked set of \"{}\" is not supported", f.name));
         let a = match (hdr, idx) {
             (SetHeader::Eth, _) => {
                 let (v, m) = masked_mac(f.value).map_err(e)?;
                 if m != [0xff; 6] {
                     return Err(unmasked());
                 }
-                let kind = if idx == 0 {
-                    action::SET_ETH_SRC
-                } else {
-                    action::SET_ETH_DST
-                };
+                let kind = if idx == 0 { action::SET_ETH_SRC } else { action::SET_ETH_DST };
                 act(kind, 0, &v)
             }
             (SetHeader::Ipv4, 0 | 1) => {
@@ -1803,11 +1605,7 @@ fn parse_set(lx: &mut Lexer<'_>, start: usize, out: &mut Vec<Action>) -> Result<
                 if m != [0xff; 4] {
                     return Err(unmasked());
                 }
-                let kind = if idx == 0 {
-                    action::SET_IPV4_SRC
-                } else {
-                    action::SET_IPV4_DST
-                };
+                let kind = if idx == 0 { action::SET_IPV4_SRC } else { action::SET_IPV4_DST };
                 act(kind, 0, &v)
             }
             (SetHeader::Ipv6, 0 | 1) => {
@@ -1815,11 +1613,7 @@ fn parse_set(lx: &mut Lexer<'_>, start: usize, out: &mut Vec<Action>) -> Result<
                 if m != [0xff; 16] {
                     return Err(unmasked());
                 }
-                let kind = if idx == 0 {
-                    action::SET_IPV6_SRC
-                } else {
-                    action::SET_IPV6_DST
-                };
+                let kind = if idx == 0 { action::SET_IPV6_SRC } else { action::SET_IPV6_DST };
                 act(kind, 0, &v)
             }
             (SetHeader::Ipv4 | SetHeader::Ipv6, _) => {
@@ -1837,29 +1631,19 @@ fn parse_set(lx: &mut Lexer<'_>, start: usize, out: &mut Vec<Action>) -> Result<
                 if m != 0xffff {
                     return Err(unmasked());
                 }
-                let kind = if idx == 0 {
-                    action::SET_TP_SRC
-                } else {
-                    action::SET_TP_DST
-                };
+                let kind = if idx == 0 { action::SET_TP_SRC } else { action::SET_TP_DST };
                 act(kind, proto, &(v as u16).to_be_bytes())
             }
         };
         slots[idx] = Some(a);
     }
     if !lx.eat(b')') {
-        return Err(perr(
-            lx.pos,
-            format!("expected ')' after \"{}\"", lx.since(start)),
-        ));
+        return Err(perr(lx.pos, format!("expected ')' after \"{}\"", lx.since(start))));
     }
     let before = out.len();
     out.extend(slots.iter().flatten());
     if out.len() == before {
-        return Err(perr(
-            start,
-            format!("\"{}\": nothing to set", lx.since(start)),
-        ));
+        return Err(perr(start, format!("\"{}\": nothing to set", lx.since(start))));
     }
     Ok(())
 }
@@ -1901,11 +1685,7 @@ fn format_set(hdr: SetHeader, slots: &[Option<&Action>; 4]) -> String {
     let mut f = Vec::new();
     let byte = |name: &str, a: &Action, hex: bool| {
         let (v, m) = (a.arg & 0xff, (a.arg >> 8) & 0xff);
-        let mut s = if hex {
-            format!("{name}={}", hex0(v.into()))
-        } else {
-            format!("{name}={v}")
-        };
+        let mut s = if hex { format!("{name}={}", hex0(v.into())) } else { format!("{name}={v}") };
         if m != 0xff {
             let _ = write!(s, "/{}", hex0(m.into()));
         }
@@ -1948,10 +1728,7 @@ fn format_set(hdr: SetHeader, slots: &[Option<&Action>; 4]) -> String {
         SetHeader::Tp(proto) => {
             for (a, n) in slots.iter().zip(["src", "dst"]) {
                 if let Some(a) = a {
-                    f.push(format!(
-                        "{n}={}",
-                        u16::from_be_bytes([a.data[0], a.data[1]])
-                    ));
+                    f.push(format!("{n}={}", u16::from_be_bytes([a.data[0], a.data[1]])));
                 }
             }
             match proto {
@@ -2126,9 +1903,7 @@ mod tests {
         }
         // Unmasked key bits are dropped, so the value prints masked.
         assert_eq!(
-            format_flow(&pf(
-                "eth_type(0x0800),ipv4(proto=17),udp(src=81/0xff00,dst=6632/0xff)"
-            )),
+            format_flow(&pf("eth_type(0x0800),ipv4(proto=17),udp(src=81/0xff00,dst=6632/0xff)")),
             "eth(),eth_type(0x0800),ipv4(proto=17),udp(src=0/0xff00,dst=232/0xff)"
         );
         // Prefix-length masks are accepted and print as netmasks.
@@ -2143,21 +1918,12 @@ mod tests {
         // tcp_flags numeric forms.
         let m = pf("eth_type(0x0800),ipv4(proto=6),tcp_flags(0x12/0x12)");
         assert_eq!(m.key.tcp_flags, 0x12u16.to_be());
-        assert_eq!(
-            format_flow(&m),
-            "eth(),eth_type(0x0800),ipv4(proto=6),tcp_flags(+syn+ack)"
-        );
+        assert_eq!(format_flow(&m), "eth(),eth_type(0x0800),ipv4(proto=6),tcp_flags(+syn+ack)");
         let m = pf("eth_type(0x0800),ipv4(proto=6),tcp_flags(0x12)");
-        assert_eq!(
-            format_flow(&m),
-            "eth(),eth_type(0x0800),ipv4(proto=6),tcp_flags(syn|ack)"
-        );
+        assert_eq!(format_flow(&m), "eth(),eth_type(0x0800),ipv4(proto=6),tcp_flags(syn|ack)");
         // Exact ICMP type/code use a one-byte mask, as OVS.
         let m = pf("eth_type(0x0800),ipv4(proto=1),icmp(type=8,code=0)");
-        assert_eq!(
-            (m.key.tp_src, m.mask.tp_src),
-            (8u16.to_be(), 0xffu16.to_be())
-        );
+        assert_eq!((m.key.tp_src, m.mask.tp_src), (8u16.to_be(), 0xffu16.to_be()));
         assert_eq!(m.mask.tp_dst, 0xffu16.to_be());
         // ARP op in nw_proto.
         let m = pf("eth_type(0x0806),arp(op=2)");
@@ -2182,10 +1948,7 @@ mod tests {
         let s = "in_port(1),eth(),eth_type(0x88a8),vlan(vid=100,pcp=3),encap(eth_type(0x8100),vlan(vid=20,pcp=0),encap(eth_type(0x86dd),ipv6(proto=17,frag=no),udp(dst=53)))";
         let m = roundtrip(s);
         assert_eq!(m.key.vlan_tpid, [0x88a8u16.to_be(), 0x8100u16.to_be()]);
-        assert_eq!(
-            m.key.vlan_tci,
-            [(VLAN_CFI | 3 << 13 | 100).to_be(), (VLAN_CFI | 20).to_be()]
-        );
+        assert_eq!(m.key.vlan_tci, [(VLAN_CFI | 3 << 13 | 100).to_be(), (VLAN_CFI | 20).to_be()]);
         assert_eq!(m.key.eth_type, 0x86ddu16.to_be());
 
         for s in [
@@ -2202,14 +1965,8 @@ mod tests {
         }
         // tci= form, and eth_type after vlan() is still the TPID.
         let m = pf("vlan(tci=0x100a/0x1fff),eth_type(0x8100),encap(eth_type(0x0800))");
-        assert_eq!(
-            (m.key.vlan_tci[0], m.mask.vlan_tci[0]),
-            (0x100au16.to_be(), 0x1fffu16.to_be())
-        );
-        assert_eq!(
-            format_flow(&m),
-            "eth(),eth_type(0x8100),vlan(vid=10),encap(eth_type(0x0800))"
-        );
+        assert_eq!((m.key.vlan_tci[0], m.mask.vlan_tci[0]), (0x100au16.to_be(), 0x1fffu16.to_be()));
+        assert_eq!(format_flow(&m), "eth(),eth_type(0x8100),vlan(vid=10),encap(eth_type(0x0800))");
         // A mask that only says "untagged" prints nothing, as in OVS.
         let mut m = pf("in_port(1),eth_type(0x0800)");
         m.mask.vlan_tci[0] = 0xffff;
@@ -2227,10 +1984,7 @@ mod tests {
         let e = err("eth_type(0x8100),vlan(vid=1),encap(eth_type(0x0800)),eth_type(0x0800)");
         assert!(e.msg.contains("duplicate"), "{e}");
         let e = err("eth_type(0x0800),vlan(vid=1),ipv4(frag=no),encap()");
-        assert_eq!(
-            e.msg,
-            "ipv4(...) must be inside encap(...) when the frame has a VLAN tag"
-        );
+        assert_eq!(e.msg, "ipv4(...) must be inside encap(...) when the frame has a VLAN tag");
         let e = err("vlan(vid=4096)");
         assert_eq!(e.msg, "vlan(vid=4096): value out of range");
         assert_eq!(e.pos, 9);
@@ -2261,21 +2015,12 @@ mod tests {
         assert_eq!(e.msg, "unknown attribute \"ipv5\"");
         assert_eq!(e.pos, 0);
         let e = err("in_port(1),eth_type(0x0800),ipv4(src=10.0.0.300)");
-        assert_eq!(
-            e.msg,
-            "ipv4(src=10.0.0.300): bad IPv4 address \"10.0.0.300\""
-        );
+        assert_eq!(e.msg, "ipv4(src=10.0.0.300): bad IPv4 address \"10.0.0.300\"");
         assert_eq!(e.pos, 37);
         let e = err("eth(src=zz:01:02:03:04:05)");
-        assert_eq!(
-            e.msg,
-            "eth(src=zz:01:02:03:04:05): bad MAC address \"zz:01:02:03:04:05\""
-        );
+        assert_eq!(e.msg, "eth(src=zz:01:02:03:04:05): bad MAC address \"zz:01:02:03:04:05\"");
         let e = err("eth(src=00:01:02:03:04:05/ff:ff)");
-        assert_eq!(
-            e.msg,
-            "eth(src=00:01:02:03:04:05/ff:ff): bad MAC mask \"ff:ff\""
-        );
+        assert_eq!(e.msg, "eth(src=00:01:02:03:04:05/ff:ff): bad MAC mask \"ff:ff\"");
         let e = err("eth_type(0x0800),ipv4(proto=17),udp(dst=53");
         assert_eq!(e.msg, "expected ')' after \"udp(dst=53\"");
         let e = err("eth_type(0x0800),ipv4(proto=17),udp(dst=70000)");
@@ -2300,55 +2045,29 @@ mod tests {
         let e = err("eth(src)");
         assert!(e.msg.contains("expected '=' after \"eth(src\""), "{e}");
         let e = err("eth(foo=1)");
-        assert!(
-            e.msg.contains("unknown field \"foo\" (expected src, dst)"),
-            "{e}"
-        );
+        assert!(e.msg.contains("unknown field \"foo\" (expected src, dst)"), "{e}");
         let e = err("eth_type(0x0800),ipv4(frag=maybe)");
-        assert!(
-            e.msg
-                .starts_with("ipv4(frag=maybe): bad fragment type \"maybe\""),
-            "{e}"
-        );
+        assert!(e.msg.starts_with("ipv4(frag=maybe): bad fragment type \"maybe\""), "{e}");
         let e = err("eth_type(0x0800),ipv4(proto=6),tcp_flags(syn|foo)");
         assert_eq!(e.msg, "tcp_flags(syn|foo): unknown TCP flag \"foo\"");
         let e = err("eth_type(0x0800),ipv4(proto=6),tcp_flags(+syn+syn)");
         assert!(e.msg.contains("given twice"), "{e}");
         let e = err(")");
-        assert!(
-            e.msg.contains("expected an attribute name, found \")\""),
-            "{e}"
-        );
+        assert!(e.msg.contains("expected an attribute name, found \")\""), "{e}");
         // Prerequisites.
-        assert_eq!(
-            err("ipv4(src=1.2.3.4)").msg,
-            "ipv4(...) requires eth_type(0x0800)"
-        );
-        assert_eq!(
-            err("eth_type(0x0800),ipv6(src=::1)").msg,
-            "ipv6(...) requires eth_type(0x86dd)"
-        );
+        assert_eq!(err("ipv4(src=1.2.3.4)").msg, "ipv4(...) requires eth_type(0x0800)");
+        assert_eq!(err("eth_type(0x0800),ipv6(src=::1)").msg, "ipv6(...) requires eth_type(0x86dd)");
         assert_eq!(
             err("eth_type(0x0800),ipv4(proto=17),tcp(dst=80)").msg,
             "tcp(...) requires ipv4(proto=6) or ipv6(proto=6)"
         );
-        assert_eq!(
-            err("eth_type(0x0800),udp(dst=80)").msg,
-            "udp(...) requires ipv4(proto=17) or ipv6(proto=17)"
-        );
+        assert_eq!(err("eth_type(0x0800),udp(dst=80)").msg, "udp(...) requires ipv4(proto=17) or ipv6(proto=17)");
         assert_eq!(
             err("eth_type(0x86dd),ipv6(proto=1),icmp(type=8)").msg,
             "icmp(...) requires eth_type(0x0800) and ipv4(proto=1)"
         );
-        assert_eq!(
-            err("eth_type(0x0800),arp(op=1)").msg,
-            "arp(...) requires eth_type(0x0806) or eth_type(0x8035)"
-        );
-        assert!(
-            err("eth_type(0x86dd),ipv6(proto=6),nd(target=::1)")
-                .msg
-                .starts_with("nd(...) requires")
-        );
+        assert_eq!(err("eth_type(0x0800),arp(op=1)").msg, "arp(...) requires eth_type(0x0806) or eth_type(0x8035)");
+        assert!(err("eth_type(0x86dd),ipv6(proto=6),nd(target=::1)").msg.starts_with("nd(...) requires"));
         // Error messages are one line.
         assert!(!err("eth(src=\n)").to_string().contains('\n'));
     }
@@ -2405,10 +2124,7 @@ mod tests {
         let a = pa("userspace(pid=4242)");
         assert_eq!((a[0].kind, a[0].arg), (action::USERSPACE, 4242));
         let a = pa("push_vlan(vid=10,pcp=0)");
-        assert_eq!(
-            (a[0].kind, a[0].arg),
-            (action::PUSH_VLAN, 0x8100_0000 | 0x100a)
-        );
+        assert_eq!((a[0].kind, a[0].arg), (action::PUSH_VLAN, 0x8100_0000 | 0x100a));
         let a = pa("push_vlan(tpid=0x88a8,vid=10,pcp=5)");
         assert_eq!(a[0].arg, 0x88a8_0000 | 5 << 13 | 0x1000 | 10);
         let a = pa("push_vlan(vid=10,pcp=0,cfi=0)");
@@ -2420,47 +2136,24 @@ mod tests {
         assert_eq!(&a[0].data[6..], &[0; 10]);
         assert_eq!(a[1].kind, action::SET_ETH_DST);
         // Fields are emitted in OVS order whatever the input order.
-        assert_eq!(
-            format_actions(&a),
-            "set(eth(src=00:01:02:03:04:05,dst=10:11:12:13:14:15))"
-        );
+        assert_eq!(format_actions(&a), "set(eth(src=00:01:02:03:04:05,dst=10:11:12:13:14:15))");
         let a = pa("set(ipv4(ttl=64,tos=0x5/0xfc,dst=10.0.0.2,src=10.0.0.1))");
         let kinds: Vec<u8> = a.iter().map(|a| a.kind).collect();
-        assert_eq!(
-            kinds,
-            [
-                action::SET_IPV4_SRC,
-                action::SET_IPV4_DST,
-                action::SET_IPV4_TOS,
-                action::SET_IPV4_TTL
-            ]
-        );
+        assert_eq!(kinds, [action::SET_IPV4_SRC, action::SET_IPV4_DST, action::SET_IPV4_TOS, action::SET_IPV4_TTL]);
         assert_eq!(&a[0].data[..4], &[10, 0, 0, 1]);
         assert_eq!(a[2].arg, 0x04 | 0xfc << 8);
         assert_eq!(a[3].arg, 64 | 0xff << 8);
-        assert_eq!(
-            format_actions(&a),
-            "set(ipv4(src=10.0.0.1,dst=10.0.0.2,tos=0x4/0xfc,ttl=64))"
-        );
+        assert_eq!(format_actions(&a), "set(ipv4(src=10.0.0.1,dst=10.0.0.2,tos=0x4/0xfc,ttl=64))");
         let a = pa("set(ipv6(dst=::1,hlimit=9,tclass=0x2))");
         assert_eq!(a[0].kind, action::SET_IPV6_DST);
         assert_eq!(a[0].data[15], 1);
-        assert_eq!(
-            (a[1].kind, a[1].arg),
-            (action::SET_IPV6_TCLASS, 0x2 | 0xff00)
-        );
+        assert_eq!((a[1].kind, a[1].arg), (action::SET_IPV6_TCLASS, 0x2 | 0xff00));
         assert_eq!((a[2].kind, a[2].arg), (action::SET_IPV6_HLIMIT, 9 | 0xff00));
         let a = pa("set(udp(dst=53))");
-        assert_eq!(
-            (a[0].kind, a[0].arg),
-            (action::SET_TP_DST, IPPROTO_UDP as u32)
-        );
+        assert_eq!((a[0].kind, a[0].arg), (action::SET_TP_DST, IPPROTO_UDP as u32));
         assert_eq!(&a[0].data[..2], &[0, 53]);
         let a = pa("set(sctp(src=258))");
-        assert_eq!(
-            (a[0].kind, a[0].arg),
-            (action::SET_TP_SRC, IPPROTO_SCTP as u32)
-        );
+        assert_eq!((a[0].kind, a[0].arg), (action::SET_TP_SRC, IPPROTO_SCTP as u32));
         assert_eq!(&a[0].data[..2], &[1, 2]);
         let a = pa("dec_ttl");
         assert_eq!((a[0].kind, a[0].arg), (action::DEC_TTL, 0));
@@ -2468,18 +2161,11 @@ mod tests {
         assert_eq!(pa("dec_ttl(le_1())"), a);
         assert_eq!(format_actions(&a), "dec_ttl(le_1(drop))");
         // Full masks are accepted on set fields.
-        assert_eq!(
-            pa("set(ipv4(src=1.2.3.4/255.255.255.255))"),
-            pa("set(ipv4(src=1.2.3.4))")
-        );
+        assert_eq!(pa("set(ipv4(src=1.2.3.4/255.255.255.255))"), pa("set(ipv4(src=1.2.3.4))"));
         // Whitespace separators.
         assert_eq!(pa(" 1 ,\t2 "), pa("1,2"));
         // Unknown kinds never panic.
-        let junk = Action {
-            kind: 200,
-            arg: 7,
-            ..Default::default()
-        };
+        let junk = Action { kind: 200, arg: 7, ..Default::default() };
         assert_eq!(format_actions(&[junk]), "unknown_action(kind=200,arg=0x7)");
     }
 
@@ -2490,81 +2176,35 @@ mod tests {
         assert!(e.msg.contains("too many actions"), "{e}");
         assert_eq!(pa(&vec!["1"; MAX_ACTIONS].join(",")).len(), MAX_ACTIONS);
         // Expanded sets count individually.
-        let near = format!(
-            "{},set(ipv4(src=1.1.1.1,dst=2.2.2.2))",
-            vec!["1"; MAX_ACTIONS - 1].join(",")
-        );
+        let near = format!("{},set(ipv4(src=1.1.1.1,dst=2.2.2.2))", vec!["1"; MAX_ACTIONS - 1].join(","));
         assert!(aerr(&near).msg.contains("too many actions"));
         assert_eq!(aerr("foo").msg, "unknown action \"foo\"");
         assert_eq!(aerr("ct(commit)").msg, "unsupported action \"ct\"");
         assert_eq!(aerr("1,drop").msg, "\"drop\" must be the only action");
-        assert_eq!(
-            aerr("2x").msg,
-            "output to \"2x\": bad number \"2x\" (expected decimal or 0x-prefixed hex)"
-        );
-        assert_eq!(
-            aerr("99999999999").msg,
-            "output to \"99999999999\": port number out of range"
-        );
+        assert_eq!(aerr("2x").msg, "output to \"2x\": bad number \"2x\" (expected decimal or 0x-prefixed hex)");
+        assert_eq!(aerr("99999999999").msg, "output to \"99999999999\": port number out of range");
         assert_eq!(
             aerr("set(ipv4(src=1.2.3.4/255.255.255.0))").msg,
             "set(ipv4(src=1.2.3.4/255.255.255.0)): masked set of \"src\" is not supported"
         );
-        assert_eq!(
-            aerr("set(ipv4(proto=6))").msg,
-            "set(ipv4(proto=6)): field \"proto\" cannot be set"
-        );
-        assert_eq!(
-            aerr("set(ipv4(src=1.2.3.999))").msg,
-            "set(ipv4(src=1.2.3.999)): bad IPv4 address \"1.2.3.999\""
-        );
-        assert_eq!(
-            aerr("set(vlan(vid=5))").msg,
-            "set(vlan(...)): setting \"vlan\" is unsupported"
-        );
-        assert_eq!(
-            aerr("set(foo(x=1))").msg,
-            "set(...): unknown header \"foo\""
-        );
+        assert_eq!(aerr("set(ipv4(proto=6))").msg, "set(ipv4(proto=6)): field \"proto\" cannot be set");
+        assert_eq!(aerr("set(ipv4(src=1.2.3.999))").msg, "set(ipv4(src=1.2.3.999)): bad IPv4 address \"1.2.3.999\"");
+        assert_eq!(aerr("set(vlan(vid=5))").msg, "set(vlan(...)): setting \"vlan\" is unsupported");
+        assert_eq!(aerr("set(foo(x=1))").msg, "set(...): unknown header \"foo\"");
         assert_eq!(aerr("set(ipv4())").msg, "\"set(ipv4())\": nothing to set");
-        assert_eq!(
-            aerr("set(ipv4(src=1.2.3.4)").msg,
-            "expected ')' after \"set(ipv4(src=1.2.3.4)\""
-        );
-        assert_eq!(
-            aerr("set(tcp(src=1,src=2))").msg,
-            "set(tcp(src=2)): field \"src\" given twice"
-        );
-        assert_eq!(
-            aerr("push_vlan(vid=4096)").msg,
-            "push_vlan(vid=4096): value out of range"
-        );
-        assert_eq!(
-            aerr("push_vlan(pcp=1)").msg,
-            "\"push_vlan(pcp=1)\": missing vid=N"
-        );
-        assert_eq!(
-            aerr("push_vlan(vid=1/0xff)").msg,
-            "push_vlan(vid=1/0xff): a mask is not allowed here"
-        );
-        assert_eq!(
-            aerr("push_vlan").msg,
-            "expected '(' after \"push_vlan\", found end of input"
-        );
-        assert!(
-            aerr("userspace(pid=1,userdata(01))")
-                .msg
-                .contains("userdata")
-        );
+        assert_eq!(aerr("set(ipv4(src=1.2.3.4)").msg, "expected ')' after \"set(ipv4(src=1.2.3.4)\"");
+        assert_eq!(aerr("set(tcp(src=1,src=2))").msg, "set(tcp(src=2)): field \"src\" given twice");
+        assert_eq!(aerr("push_vlan(vid=4096)").msg, "push_vlan(vid=4096): value out of range");
+        assert_eq!(aerr("push_vlan(pcp=1)").msg, "\"push_vlan(pcp=1)\": missing vid=N");
+        assert_eq!(aerr("push_vlan(vid=1/0xff)").msg, "push_vlan(vid=1/0xff): a mask is not allowed here");
+        assert_eq!(aerr("push_vlan").msg, "expected '(' after \"push_vlan\", found end of input");
+        assert!(aerr("userspace(pid=1,userdata(01))").msg.contains("userdata"));
         assert_eq!(
             aerr("userspace(pid=1,actions=1)").msg,
             "userspace(actions=1): unsupported argument \"actions\" (only pid=N)"
         );
         assert!(aerr("dec_ttl(le_1(2))").msg.contains("dec_ttl(le_1(drop))"));
-        assert_eq!(
-            aerr("pop_vlan(").msg,
-            "expected ',' after \"pop_vlan\", found \"(\""
-        );
+        assert_eq!(aerr("pop_vlan(").msg, "expected ',' after \"pop_vlan\", found \"(\"");
         assert_eq!(aerr("1;2").msg, "expected ',' after \"1\", found \";2\"");
     }
 
@@ -2594,9 +2234,7 @@ mod tests {
             "eth_type(0x0806),arp(sip=1.2.3.4/255.0.0.0,op=1/0xf0,sha=00:0f:10:11:12:13/ff:ff:ff:ff:ff:00)",
             "set(ipv4(src=1.2.3.4,tos=0x4/0xfc)),push_vlan(tpid=0x88a8,vid=1,pcp=2,cfi=0),dec_ttl(le_1(drop)),userspace(pid=7),pop_vlan,3",
         ];
-        let alphabet: Vec<char> = "(),=/:.x0123456789abcdefl_+-|[] \u{e9}\u{1F600}"
-            .chars()
-            .collect();
+        let alphabet: Vec<char> = "(),=/:.x0123456789abcdefl_+-|[] \u{e9}\u{1F600}".chars().collect();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for round in 0..20_000 {
             let base = rng.pick(&samples);
@@ -2626,10 +2264,7 @@ mod tests {
             } else {
                 chars.into_iter().collect()
             };
-            for r in [
-                parse_flow(&s).map(|m| format_flow(&m)),
-                parse_actions(&s).map(|a| format_actions(&a)),
-            ] {
+            for r in [parse_flow(&s).map(|m| format_flow(&m)), parse_actions(&s).map(|a| format_actions(&a))] {
                 match r {
                     Ok(out) => assert!(!out.is_empty()),
                     Err(e) => {
@@ -2668,16 +2303,7 @@ mod tests {
             }
             // Make the interesting structure likely.
             k.eth_type = rng
-                .pick(&[
-                    ETH_TYPE_IP,
-                    ETH_TYPE_IPV6,
-                    ETH_TYPE_ARP,
-                    ETH_TYPE_RARP,
-                    0x8100,
-                    ETH_TYPE_NONE,
-                    0,
-                    0x1234,
-                ])
+                .pick(&[ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_ARP, ETH_TYPE_RARP, 0x8100, ETH_TYPE_NONE, 0, 0x1234])
                 .to_be();
             m.eth_type = rng.pick(&[0u16, 0xffff, 0xffff, 0xffff, 0xff00]).to_be();
             k.nw_proto = rng.pick(&[6, 17, 132, 1, 58, 0]);
@@ -2724,22 +2350,15 @@ mod tests {
             let mut v = Vec::new();
             for _ in 0..n {
                 let kind = rng.pick(&kinds);
-                let mut a = Action {
-                    kind,
-                    ..Default::default()
-                };
+                let mut a = Action { kind, ..Default::default() };
                 match kind {
                     action::OUTPUT | action::USERSPACE => a.arg = rng.next() as u32,
                     action::PUSH_VLAN => {
                         let tpid = rng.pick(&[0x8100u32, 0x88a8, 0x9100]);
                         a.arg = tpid << 16 | (rng.next() as u32 & 0xffff);
                     }
-                    action::SET_IPV4_TOS
-                    | action::SET_IPV4_TTL
-                    | action::SET_IPV6_TCLASS
-                    | action::SET_IPV6_HLIMIT => {
-                        let (val, mask) =
-                            (rng.next() as u32 & 0xff, rng.pick(&[0xffu32, 0xfc, 0x3, 0]));
+                    action::SET_IPV4_TOS | action::SET_IPV4_TTL | action::SET_IPV6_TCLASS | action::SET_IPV6_HLIMIT => {
+                        let (val, mask) = (rng.next() as u32 & 0xff, rng.pick(&[0xffu32, 0xfc, 0x3, 0]));
                         a.arg = (val & mask) | mask << 8;
                     }
                     action::SET_TP_SRC | action::SET_TP_DST => {
@@ -2758,11 +2377,7 @@ mod tests {
                     }
                     action::SET_IPV6_SRC | action::SET_IPV6_DST => {
                         for b in &mut a.data {
-                            *b = if rng.below(3) == 0 {
-                                0
-                            } else {
-                                rng.next() as u8
-                            };
+                            *b = if rng.below(3) == 0 { 0 } else { rng.next() as u8 };
                         }
                     }
                     _ => {}
