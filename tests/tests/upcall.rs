@@ -315,6 +315,10 @@ fn multi_output(hook: Hook) {
     assert_eq!((c[0].ttl, c[0].ip_csum_ok, c[0].udp_csum_ok), (7, true, true));
     let handoff = t.show_counter("tc-handoff");
     assert_eq!(handoff, if hook == Hook::Xdp { 1 } else { 0 });
+    // Counted once, though XDP and tc both looked it up. (B may answer with
+    // an ICMP port unreachable: a miss on port 2.)
+    assert_eq!(t.show_counter("hit"), 1);
+    assert_eq!(t.show_counter("received"), 1 + t.show_counter("missed"));
     let dump = t.dpctl_ok(&["dump-flows"]);
     assert!(dump.contains("packets:1,"), "{dump}");
 }

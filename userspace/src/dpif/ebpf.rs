@@ -687,6 +687,12 @@ impl EbpfDatapath {
             let v = self.maps.counters.get(&i, 0).map_err(|e| io_err("counters", e))?;
             s.counters[i as usize] = v.iter().sum();
         }
+        // A packet XDP hands to tc is received and looked up once more there:
+        // count it once.
+        let handoff = s.counters[counter::TC_HANDOFF as usize];
+        for c in [counter::RX, counter::HIT] {
+            s.counters[c as usize] = s.counters[c as usize].saturating_sub(handoff);
+        }
         s.n_flows = (self.max_flows as usize).saturating_sub(self.free_slots.len());
         Ok(s)
     }
