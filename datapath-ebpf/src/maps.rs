@@ -1,14 +1,19 @@
 //! The datapath's maps. Names match `oxvs_dp_abi::maps`; sizes are defaults that
 //! userspace may override at load time.
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, DevMap, HashMap, PerCpuArray, RingBuf},
 };
 use oxvs_dp_abi::*;
 
+/// The megaflow table. Not preallocated: at the default 200k capacity a
+/// preallocated table would pin ~110 MB of kernel memory per datapath whatever
+/// it holds; entries are allocated on insert instead (lookups cost the same).
 #[map]
-pub static OXVS_FLOWS: HashMap<MegaflowKey, FlowEntry> = HashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+pub static OXVS_FLOWS: HashMap<MegaflowKey, FlowEntry> =
+    HashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_PREALLOC);
 #[map]
 pub static OXVS_MASKS: Array<MaskEntry> = Array::with_max_entries(DEFAULT_MAX_MASKS, 0);
 /// Position → mask id, most hit first; `DpConfig::n_masks` entries are valid.
