@@ -1,2 +1,22 @@
-//! OVSDB: the data model, transaction engine, log storage, server and client
-//! IDL. Empty until the OVSDB issue lands; nothing here pretends to work yet.
+//! OVSDB (RFC 7047 and the extensions Open vSwitch uses).
+//!
+//! Here so far: the data model — atoms, types with their constraints, datums
+//! (sets and maps) and schemas — read and written in OVS's JSON forms. The
+//! transaction engine, storage, server and client IDL build on it.
+pub mod atom;
+pub mod condition;
+pub mod datum;
+pub mod db;
+pub mod error;
+pub mod jsonrpc;
+pub mod log;
+pub mod mutation;
+pub mod schema;
+pub mod txn;
+pub mod types;
+
+pub use atom::{Atom, AtomicType};
+pub use datum::Datum;
+pub use error::{OvsdbError, Result};
+pub use schema::{ColumnSchema, DatabaseSchema, TableSchema};
+pub use types::{BaseType, RefType, Type};

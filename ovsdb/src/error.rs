@@ -1,0 +1,34 @@
+//! OVSDB errors as RFC 7047 names them: a tag (`"syntax error"`,
+//! `"constraint violation"`, ...) and details. On the wire they are
+//! `{"error": TAG, "details": DETAILS}`.
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{tag}: {details}")]
+pub struct OvsdbError {
+    pub tag: &'static str,
+    pub details: String,
+}
+
+impl OvsdbError {
+    pub fn new(tag: &'static str, details: impl Into<String>) -> Self {
+        OvsdbError { tag, details: details.into() }
+    }
+    pub fn syntax(details: impl Into<String>) -> Self {
+        Self::new("syntax error", details)
+    }
+    pub fn constraint(details: impl Into<String>) -> Self {
+        Self::new("constraint violation", details)
+    }
+    pub fn to_json(&self) -> Value {
+        json!({"error": self.tag, "details": self.details})
+    }
+}
+
+pub type Result<T> = std::result::Result<T, OvsdbError>;
+
+/// A short rendering of a JSON value for error messages.
+pub fn brief(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 80 { format!("{}...", &s[..s.floor_char_boundary(77)]) } else { s }
+}
