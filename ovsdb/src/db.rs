@@ -1,1 +1,759 @@
-//! (being written)
+//! The in-memory database: tables of rows, the change sets ("commits") that
+//! transactions produce, and their OVSDB file-format form (as OVS's
+//! ovsdb/file.c writes and reads it).
+//!
+//! Rows only change through [`Database::apply`], which keeps two derived
+//! structures in step with the rows: which rows refer to each row (strong
+//! reference counts for integrity and garbage collection, weak referrers for
+//! clean-up) and the schema's unique indexes.
+use std::{
+    borrow::Cow,
+    cmp::Ordering,
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::{
+    atom::{Atom, AtomicType, Symbols, parse_uuid},
+    datum::Datum,
+    error::{OvsdbError, Result},
+    schema::{ColumnSchema, DatabaseSchema, TableSchema},
+    types::{BaseType, RefType, Type, UNLIMITED},
+};
+
+/// One row: its identity, its version (changes on every modification) and a
+/// value for every user column of its table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub uuid: Uuid,
+    pub version: Uuid,
+    pub columns: BTreeMap<String, Datum>,
+}
+
+impl Row {
+    /// A row with every column at its default value.
+    pub fn new_default(ts: &TableSchema, uuid: Uuid, version: Uuid) -> Row {
+        let columns = ts.columns.values().map(|c| (c.name.clone(), Datum::default_for(&c.type_))).collect();
+        Row { uuid, version, columns }
+    }
+
+    /// A column's value, the implicit `_uuid` and `_version` included.
+    pub fn get(&self, column: &str) -> Option<Cow<'_, Datum>> {
+        match column {
+            "_uuid" => Some(Cow::Owned(Datum::scalar(Atom::Uuid(self.uuid)))),
+            "_version" => Some(Cow::Owned(Datum::scalar(Atom::Uuid(self.version)))),
+            _ => self.columns.get(column).map(Cow::Borrowed),
+        }
+    }
+
+    /// The row as RFC 7047 `<row>` JSON with the named columns (unknown names
+    /// are skipped).
+    pub fn to_json_columns<S: AsRef<str>>(&self, columns: &[S]) -> Value {
+        let mut o = Map::new();
+        for c in columns {
+            if let Some(d) = self.get(c.as_ref()) {
+                o.insert(c.as_ref().to_string(), d.to_json());
+            }
+        }
+        Value::Object(o)
+    }
+
+    /// All columns, `_uuid` and `_version` included.
+    pub fn to_json(&self) -> Value {
+        let mut o: Map<String, Value> = self.columns.iter().map(|(k, d)| (k.clone(), d.to_json())).collect();
+        o.insert("_uuid".into(), Atom::Uuid(self.uuid).to_json());
+        o.insert("_version".into(), Atom::Uuid(self.version).to_json());
+        Value::Object(o)
+    }
+}
+
+/// How rows refer to one row: strong references are counted (a row may not
+/// be deleted while any remain; a non-root row with none is garbage), weak
+/// referrers are remembered so their references can be removed when the row
+/// goes away.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Incoming {
+    strong: usize,
+    /// (source table, source row) → number of weak reference atoms.
+    weak: BTreeMap<(String, Uuid), usize>,
+}
+
+/// A table: its schema, rows, and what is derived from them.
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub schema: TableSchema,
+    rows: BTreeMap<Uuid, Row>,
+    /// References into rows of this table (keyed by target uuid; the target
+    /// need not exist, e.g. after replaying an inconsistent log).
+    incoming: HashMap<Uuid, Incoming>,
+    /// One map per schema index: the indexed columns' values → rows.
+    indexes: Vec<HashMap<Vec<Datum>, BTreeSet<Uuid>>>,
+}
+
+impl Table {
+    fn new(schema: TableSchema) -> Table {
+        let indexes = schema.indexes.iter().map(|_| HashMap::new()).collect();
+        Table { schema, rows: BTreeMap::new(), incoming: HashMap::new(), indexes }
+    }
+
+    pub fn rows(&self) -> &BTreeMap<Uuid, Row> {
+        &self.rows
+    }
+
+    pub fn get(&self, uuid: &Uuid) -> Option<&Row> {
+        self.rows.get(uuid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Number of strong references to row `uuid` (self-references excluded).
+    pub fn strong_refs_to(&self, uuid: &Uuid) -> usize {
+        self.incoming.get(uuid).map_or(0, |i| i.strong)
+    }
+
+    /// Rows holding weak references to row `uuid`: (table, row).
+    pub fn weak_referrers_of(&self, uuid: &Uuid) -> impl Iterator<Item = &(String, Uuid)> {
+        self.incoming.get(uuid).into_iter().flat_map(|i| i.weak.keys())
+    }
+
+    /// The values of index `i`'s columns in `row` (empty for no such index).
+    pub fn index_key(&self, i: usize, row: &Row) -> Vec<Datum> {
+        let cols = self.schema.indexes.get(i).map(Vec::as_slice).unwrap_or_default();
+        cols.iter().map(|c| row.columns.get(c).cloned().unwrap_or_else(Datum::empty_set)).collect()
+    }
+
+    /// Rows whose index `i` columns have the values `key`.
+    pub fn index_lookup(&self, i: usize, key: &[Datum]) -> impl Iterator<Item = &Uuid> {
+        self.indexes.get(i).and_then(|m| m.get(key)).into_iter().flatten()
+    }
+}
+
+/// One row's change: insert (`old` None), delete (`new` None) or modify.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowChange {
+    pub old: Option<Row>,
+    pub new: Option<Row>,
+}
+
+/// What a committed transaction changed, table by table (only rows that
+/// really changed). Storage writes it, monitors report it, `apply` makes it
+/// real.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Commit {
+    pub schema: Arc<DatabaseSchema>,
+    pub tables: BTreeMap<String, BTreeMap<Uuid, RowChange>>,
+}
+
+impl Commit {
+    pub fn new(schema: Arc<DatabaseSchema>) -> Commit {
+        Commit { schema, tables: BTreeMap::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.values().all(|t| t.is_empty())
+    }
+
+    pub fn changes(&self) -> impl Iterator<Item = (&str, &Uuid, &RowChange)> {
+        self.tables.iter().flat_map(|(t, rows)| rows.iter().map(move |(u, c)| (t.as_str(), u, c)))
+    }
+
+    /// The OVSDB file-format transaction record (without `_date` and
+    /// `_comment`, which the caller adds): `{"Table": {"<uuid>": ROW | null}}`.
+    /// Inserts carry the persistent columns that differ from their default,
+    /// modifications the persistent columns that changed (whole new values,
+    /// not OVS's `_is_diff` form), deletions are `null`. A commit that only
+    /// touched ephemeral columns gives `{}`: nothing to write.
+    pub fn to_log_json(&self) -> Value {
+        let mut out = Map::new();
+        for (tname, rows) in &self.tables {
+            let Some(ts) = self.schema.tables.get(tname) else { continue };
+            let mut t = Map::new();
+            for (uuid, ch) in rows {
+                let row = match (&ch.old, &ch.new) {
+                    (_, None) => Value::Null,
+                    (None, Some(new)) => Value::Object(insert_columns_json(ts, new)),
+                    (Some(old), Some(new)) => {
+                        let cols: Map<String, Value> = ts
+                            .columns
+                            .values()
+                            .filter(|c| !c.ephemeral && old.columns.get(&c.name) != new.columns.get(&c.name))
+                            .filter_map(|c| new.columns.get(&c.name).map(|d| (c.name.clone(), d.to_json())))
+                            .collect();
+                        if cols.is_empty() {
+                            continue;
+                        }
+                        Value::Object(cols)
+                    }
+                };
+                if ch.old.is_none() && ch.new.is_none() {
+                    continue;
+                }
+                t.insert(uuid.to_string(), row);
+            }
+            if !t.is_empty() {
+                out.insert(tname.clone(), Value::Object(t));
+            }
+        }
+        Value::Object(out)
+    }
+}
+
+/// The persistent columns of a new row that differ from their defaults.
+fn insert_columns_json(ts: &TableSchema, row: &Row) -> Map<String, Value> {
+    ts.columns
+        .values()
+        .filter(|c| !c.ephemeral)
+        .filter_map(|c| {
+            let d = row.columns.get(&c.name)?;
+            (*d != Datum::default_for(&c.type_)).then(|| (c.name.clone(), d.to_json()))
+        })
+        .collect()
+}
+
+/// A database: its schema and tables.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pub schema: Arc<DatabaseSchema>,
+    tables: BTreeMap<String, Table>,
+}
+
+impl Database {
+    pub fn new(schema: impl Into<Arc<DatabaseSchema>>) -> Database {
+        let schema = schema.into();
+        let tables = schema.tables.values().map(|ts| (ts.name.clone(), Table::new(ts.clone()))).collect();
+        Database { schema, tables }
+    }
+
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.get(name)
+    }
+
+    pub fn tables(&self) -> &BTreeMap<String, Table> {
+        &self.tables
+    }
+
+    /// A row by table and uuid.
+    pub fn get(&self, table: &str, uuid: &Uuid) -> Option<&Row> {
+        self.tables.get(table)?.rows.get(uuid)
+    }
+
+    /// Makes a commit's changes real. Each change's `new` replaces whatever
+    /// row has its uuid (its `old` is informational). Tables the schema does
+    /// not know are ignored.
+    pub fn apply(&mut self, commit: &Commit) {
+        for (tname, rows) in &commit.tables {
+            if !self.tables.contains_key(tname) {
+                continue;
+            }
+            for (uuid, ch) in rows {
+                self.remove_row(tname, uuid);
+                if let Some(new) = &ch.new {
+                    let mut row = new.clone();
+                    row.uuid = *uuid;
+                    self.add_row(tname, row);
+                }
+            }
+        }
+    }
+
+    fn remove_row(&mut self, tname: &str, uuid: &Uuid) {
+        let Some(t) = self.tables.get_mut(tname) else { return };
+        let Some(row) = t.rows.remove(uuid) else { return };
+        for i in 0..t.indexes.len() {
+            let key = t.index_key(i, &row);
+            if let Some(set) = t.indexes[i].get_mut(&key) {
+                set.remove(uuid);
+                if set.is_empty() {
+                    t.indexes[i].remove(&key);
+                }
+            }
+        }
+        let refs = outgoing_refs(&t.schema, &row);
+        for r in refs {
+            let Some(target) = self.tables.get_mut(&r.table) else { continue };
+            let Some(inc) = target.incoming.get_mut(&r.uuid) else { continue };
+            match r.kind {
+                RefType::Strong => inc.strong = inc.strong.saturating_sub(1),
+                RefType::Weak => {
+                    let k = (tname.to_string(), *uuid);
+                    if let Some(n) = inc.weak.get_mut(&k) {
+                        *n -= 1;
+                        if *n == 0 {
+                            inc.weak.remove(&k);
+                        }
+                    }
+                }
+            }
+            if inc.strong == 0 && inc.weak.is_empty() {
+                target.incoming.remove(&r.uuid);
+            }
+        }
+    }
+
+    fn add_row(&mut self, tname: &str, row: Row) {
+        let Some(t) = self.tables.get_mut(tname) else { return };
+        for i in 0..t.indexes.len() {
+            let key = t.index_key(i, &row);
+            t.indexes[i].entry(key).or_default().insert(row.uuid);
+        }
+        let refs = outgoing_refs(&t.schema, &row);
+        let uuid = row.uuid;
+        t.rows.insert(uuid, row);
+        for r in refs {
+            let Some(target) = self.tables.get_mut(&r.table) else { continue };
+            let inc = target.incoming.entry(r.uuid).or_default();
+            match r.kind {
+                RefType::Strong => inc.strong += 1,
+                RefType::Weak => *inc.weak.entry((tname.to_string(), uuid)).or_default() += 1,
+            }
+        }
+    }
+
+    /// All rows as one file-format record (inserts), for compaction.
+    pub fn to_snapshot_json(&self) -> Value {
+        let mut out = Map::new();
+        for (tname, t) in &self.tables {
+            if t.rows.is_empty() {
+                continue;
+            }
+            let rows: Map<String, Value> = t
+                .rows
+                .values()
+                .map(|r| (r.uuid.to_string(), Value::Object(insert_columns_json(&t.schema, r))))
+                .collect();
+            out.insert(tname.clone(), Value::Object(rows));
+        }
+        Value::Object(out)
+    }
+
+    /// Applies one file-format record (as `to_log_json`/`to_snapshot_json`
+    /// write, or OVS writes, `_is_diff` form included): rows are created if
+    /// absent, their listed columns replaced otherwise, `null` deletes. All
+    /// or nothing; returns what changed. Rows get fresh `_version`s (the file
+    /// does not keep them).
+    pub fn apply_log_record(&mut self, record: &Value) -> Result<Commit> {
+        let obj = record.as_object().ok_or_else(|| OvsdbError::syntax("object expected"))?;
+        let is_diff = obj.get("_is_diff") == Some(&Value::Bool(true));
+        let mut commit = Commit::new(self.schema.clone());
+        for (tname, tv) in obj {
+            let Some(t) = self.tables.get(tname) else {
+                match (tname.as_str(), tv) {
+                    ("_date", v) if v.is_i64() || v.is_u64() => continue,
+                    ("_is_diff", Value::Bool(_)) | ("_comment", _) => continue,
+                    _ => return Err(OvsdbError::new("unknown table", format!("No table named {tname}."))),
+                }
+            };
+            let rows = tv.as_object().ok_or_else(|| OvsdbError::syntax("object expected"))?;
+            let mut changes = BTreeMap::new();
+            for (us, rv) in rows {
+                let uuid = parse_uuid(us).ok_or_else(|| OvsdbError::syntax(format!("\"{us}\" is not a valid UUID")))?;
+                let current = t.rows.get(&uuid);
+                let change = match (rv, current) {
+                    (Value::Null, None) => {
+                        return Err(OvsdbError::syntax(format!("transaction deletes row {uuid} that does not exist")));
+                    }
+                    (Value::Null, Some(old)) => RowChange { old: Some(old.clone()), new: None },
+                    (_, Some(old)) => {
+                        let mut new = old.clone();
+                        update_row_from_log(&t.schema, &mut new, rv, is_diff)?;
+                        if new.columns == old.columns {
+                            continue;
+                        }
+                        new.version = Uuid::new_v4();
+                        RowChange { old: Some(old.clone()), new: Some(new) }
+                    }
+                    (_, None) => {
+                        let mut new = Row::new_default(&t.schema, uuid, Uuid::new_v4());
+                        update_row_from_log(&t.schema, &mut new, rv, false)?;
+                        RowChange { old: None, new: Some(new) }
+                    }
+                };
+                changes.insert(uuid, change);
+            }
+            if !changes.is_empty() {
+                commit.tables.insert(tname.clone(), changes);
+            }
+        }
+        self.apply(&commit);
+        Ok(commit)
+    }
+}
+
+/// Replaces (or, for `_is_diff` records, applies the diff to) the columns a
+/// log row lists.
+fn update_row_from_log(ts: &TableSchema, row: &mut Row, v: &Value, is_diff: bool) -> Result<()> {
+    let o = v.as_object().ok_or_else(|| OvsdbError::syntax("row must be JSON object"))?;
+    for (cname, cv) in o {
+        let Some(col) = ts.columns.get(cname) else {
+            if cname == "_uuid" || cname == "_version" {
+                // Not written by OVS; the row's identity comes from the key.
+                continue;
+            }
+            return Err(unknown_column(cname, &ts.name));
+        };
+        let d = if is_diff {
+            let relaxed = Type { min: 0, max: UNLIMITED, ..col.type_.clone() };
+            let diff = datum_from_json(&relaxed, cv, None)?;
+            let cur = row.columns.get(cname).cloned().unwrap_or_else(|| Datum::empty_for(&col.type_));
+            apply_diff(&cur, &diff, &col.type_)?
+        } else {
+            datum_from_json(&col.type_, cv, None)?
+        };
+        row.columns.insert(cname.clone(), d);
+    }
+    Ok(())
+}
+
+/// OVS's `ovsdb_datum_apply_diff`: for sets and maps that may hold more than
+/// one element, elements of the diff toggle (a map key with another value
+/// updates it); otherwise the diff is the new value.
+fn apply_diff(old: &Datum, diff: &Datum, t: &Type) -> Result<Datum> {
+    if t.max <= 1 {
+        return Ok(diff.clone());
+    }
+    let mut pairs: BTreeMap<Atom, Option<Atom>> = match &old.values {
+        Some(vals) => old.keys.iter().cloned().zip(vals.iter().cloned().map(Some)).collect(),
+        None => old.keys.iter().cloned().map(|k| (k, None)).collect(),
+    };
+    for (i, k) in diff.keys.iter().enumerate() {
+        let dv = diff.values.as_ref().and_then(|v| v.get(i)).cloned();
+        match pairs.get(k) {
+            None => {
+                pairs.insert(k.clone(), dv);
+            }
+            Some(cur) if t.is_map() && *cur != dv => {
+                pairs.insert(k.clone(), dv);
+            }
+            Some(_) => {
+                pairs.remove(k);
+            }
+        }
+    }
+    let n = pairs.len() as u64;
+    if n < t.min || n > t.max {
+        return Err(OvsdbError::new("ovsdb error", "Datum crated by diff has size error"));
+    }
+    let (keys, vals): (Vec<Atom>, Vec<Option<Atom>>) = pairs.into_iter().unzip();
+    let values =
+        if t.is_map() { Some(vals.into_iter().map(|v| v.unwrap_or(Atom::Integer(0))).collect()) } else { None };
+    Ok(Datum { keys, values })
+}
+
+// ---------------------------------------------------------------------------
+// Helpers shared by conditions, mutations and transactions.
+
+pub(crate) fn unknown_column(column: &str, table: &str) -> OvsdbError {
+    OvsdbError::new("unknown column", format!("No column {column} in table {table}."))
+}
+
+/// Parses a datum of type `t` as OVS does: the element count is checked
+/// first (a syntax error), then each atom against its constraints.
+pub fn datum_from_json(t: &Type, v: &Value, symbols: Option<&Symbols>) -> Result<Datum> {
+    let tagged = v.as_array().filter(|a| !a.is_empty()).and_then(|a| a[0].as_str().map(|tag| (tag, a)));
+    let class = if t.is_map() { "map" } else { "set" };
+    if let Some((tag, a)) = tagged
+        && tag == class
+        && a.len() == 2
+        && let Some(items) = a[1].as_array()
+    {
+        let n = items.len() as u64;
+        if n < t.min || n > t.max {
+            return Err(OvsdbError::syntax(if t.min == 1 && t.max == 1 {
+                format!("{class} must have exactly one member but {n} are present")
+            } else {
+                let max = if t.max == UNLIMITED { u32::MAX.to_string() } else { t.max.to_string() };
+                format!("{class} must have {} to {max} members but {n} are present", t.min)
+            }));
+        }
+    }
+    let d = Datum::from_json_unchecked(t, v, symbols)?;
+    // A bare atom is one element: only a type with max 0 could refuse it,
+    // and there is none, but keep the invariant explicit.
+    d.check(t)?;
+    Ok(d)
+}
+
+/// OVS's `ovsdb_type_to_english`, for error messages.
+pub fn type_to_english(t: &Type) -> String {
+    let key = t.key.atype.name();
+    if t.is_scalar() {
+        return key.to_string();
+    }
+    let is_set = !t.is_map();
+    let mut s = String::from(if is_set { "set" } else { "map" });
+    if t.max == UNLIMITED {
+        if t.min > 0 {
+            s.push_str(&format!(" of {} or more", t.min));
+        } else {
+            s.push_str(" of");
+        }
+    } else if t.min > 0 {
+        s.push_str(&format!(" of {} to {}", t.min, t.max));
+    } else {
+        s.push_str(&format!(" of up to {}", t.max));
+    }
+    match &t.value {
+        None => s.push_str(&format!(" {key}s")),
+        Some(v) => s.push_str(&format!(" ({key}, {}) pairs", v.atype.name())),
+    }
+    s
+}
+
+/// OVS's `ovsdb_datum_to_string` (the ovs-vsctl syntax), for error messages.
+pub fn datum_to_string(d: &Datum, t: &Type) -> String {
+    let bracket = t.max > 1 || d.is_empty();
+    let (open, close) = if t.is_map() { ("{", "}") } else { ("[", "]") };
+    let mut s = String::new();
+    if bracket {
+        s.push_str(open);
+    }
+    for (i, k) in d.keys.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&atom_to_string(k));
+        if let Some(v) = d.values.as_ref().and_then(|v| v.get(i)) {
+            s.push('=');
+            s.push_str(&atom_to_string(v));
+        }
+    }
+    if bracket {
+        s.push_str(close);
+    }
+    s
+}
+
+fn atom_to_string(a: &Atom) -> String {
+    match a {
+        Atom::Integer(i) => i.to_string(),
+        Atom::Real(r) => r.to_string(),
+        Atom::Boolean(b) => b.to_string(),
+        Atom::Uuid(u) => u.to_string(),
+        Atom::String(s) => {
+            let mut chars = s.chars();
+            let plain = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                && &**s != "true"
+                && &**s != "false"
+                && parse_uuid(s).is_none();
+            if plain { s.to_string() } else { Value::String(s.to_string()).to_string() }
+        }
+    }
+}
+
+/// OVS's `ovsdb_datum_compare_3way`: fewer elements first, then element-wise.
+pub fn datum_cmp(a: &Datum, b: &Datum) -> Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.keys.cmp(&b.keys)).then_with(|| a.values.cmp(&b.values))
+}
+
+/// Whether a column may change after insertion. OVS makes weak-reference
+/// columns mutable whatever the schema says: deleting a referenced row
+/// must be able to change them.
+pub fn column_is_mutable(c: &ColumnSchema) -> bool {
+    c.mutable || is_weak_ref(&c.type_.key) || c.type_.value.as_ref().is_some_and(is_weak_ref)
+}
+
+pub(crate) fn is_strong_ref(b: &BaseType) -> bool {
+    b.atype == AtomicType::Uuid && b.ref_table.is_some() && b.ref_type == RefType::Strong
+}
+
+pub(crate) fn is_weak_ref(b: &BaseType) -> bool {
+    b.atype == AtomicType::Uuid && b.ref_table.is_some() && b.ref_type == RefType::Weak
+}
+
+/// One reference atom in a row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RefAtom {
+    pub table: String,
+    pub uuid: Uuid,
+    pub kind: RefType,
+}
+
+/// The references held by `d` (a value of a column of type `t`) from row
+/// `src` of table `src_table`. Self-references are left out, as OVS does:
+/// they neither keep a row alive nor need cleaning up.
+pub(crate) fn datum_refs(src_table: &str, src: &Uuid, t: &Type, d: &Datum) -> Vec<RefAtom> {
+    let mut out = Vec::new();
+    let mut add = |b: &BaseType, atoms: &[Atom]| {
+        let Some(rt) = &b.ref_table else { return };
+        if b.atype != AtomicType::Uuid {
+            return;
+        }
+        for a in atoms {
+            if let Atom::Uuid(u) = a
+                && !(rt == src_table && u == src)
+            {
+                out.push(RefAtom { table: rt.clone(), uuid: *u, kind: b.ref_type });
+            }
+        }
+    };
+    add(&t.key, &d.keys);
+    if let (Some(vt), Some(vals)) = (&t.value, &d.values) {
+        add(vt, vals);
+    }
+    out
+}
+
+/// Every reference a row holds.
+pub(crate) fn outgoing_refs(ts: &TableSchema, row: &Row) -> Vec<RefAtom> {
+    let mut out = Vec::new();
+    for c in ts.columns.values() {
+        if c.type_.key.ref_table.is_none() && c.type_.value.as_ref().is_none_or(|v| v.ref_table.is_none()) {
+            continue;
+        }
+        if let Some(d) = row.columns.get(&c.name) {
+            out.extend(datum_refs(&ts.name, &row.uuid, &c.type_, d));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A small schema exercising every feature the engine checks.
+    pub fn test_schema() -> Arc<DatabaseSchema> {
+        let v = json!({
+            "name": "test", "version": "1.0.0",
+            "tables": {
+                "Root": {
+                    "isRoot": true,
+                    "columns": {
+                        "name": {"type": "string"},
+                        "kids": {"type": {"key": {"type": "uuid", "refTable": "Kid"}, "min": 0, "max": "unlimited"}},
+                        "fav": {"type": {"key": {"type": "uuid", "refTable": "Kid", "refType": "weak"}, "min": 0, "max": 1}},
+                        "n": {"type": {"key": {"type": "integer", "minInteger": 0, "maxInteger": 100}}},
+                        "r": {"type": "real"},
+                        "ints": {"type": {"key": "integer", "min": 0, "max": 3}},
+                        "opt": {"type": {"key": "integer", "min": 0, "max": 1}},
+                        "m": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}},
+                        "fixed": {"type": "string", "mutable": false},
+                        "eph": {"type": {"key": "string", "min": 0, "max": 1}, "ephemeral": true}
+                    },
+                    "indexes": [["name"]]
+                },
+                "Kid": {
+                    "columns": {
+                        "name": {"type": "string"},
+                        "pet": {"type": {"key": {"type": "uuid", "refTable": "Pet"}, "min": 0, "max": 1}},
+                        "byname": {"type": {"key": "string", "value": {"type": "uuid", "refTable": "Pet"}, "min": 0, "max": "unlimited"}}
+                    }
+                },
+                "Pet": {"columns": {"name": {"type": "string"}}},
+                "Holder": {
+                    "isRoot": true,
+                    "columns": {
+                        "must": {"type": {"key": {"type": "uuid", "refTable": "Kid", "refType": "weak"}, "min": 1, "max": "unlimited"}},
+                        "wmap": {"type": {"key": "string", "value": {"type": "uuid", "refTable": "Pet", "refType": "weak"}, "min": 0, "max": "unlimited"}}
+                    }
+                },
+                "Enum": {"isRoot": true, "columns": {"kind": {"type": {"key": {"type": "string", "enum": ["set", ["cat", "dog"]]}}}}},
+                "Small": {
+                    "isRoot": true, "maxRows": 2,
+                    "columns": {"a": {"type": "integer"}, "b": {"type": "string"}},
+                    "indexes": [["a", "b"]]
+                }
+            }
+        });
+        Arc::new(DatabaseSchema::from_json(&v).unwrap())
+    }
+
+    #[test]
+    fn apply_maintains_refs_and_indexes() {
+        let schema = test_schema();
+        let mut db = Database::new(schema.clone());
+        let kid = Uuid::new_v4();
+        let root = Uuid::new_v4();
+        let mut k = Row::new_default(&schema.tables["Kid"], kid, Uuid::new_v4());
+        k.columns.insert("name".into(), Datum::scalar(Atom::string("k")));
+        let mut r = Row::new_default(&schema.tables["Root"], root, Uuid::new_v4());
+        r.columns.insert("kids".into(), Datum::scalar(Atom::Uuid(kid)));
+        r.columns.insert("fav".into(), Datum::scalar(Atom::Uuid(kid)));
+        r.columns.insert("name".into(), Datum::scalar(Atom::string("r")));
+        let mut c = Commit::new(schema.clone());
+        c.tables.entry("Kid".into()).or_default().insert(kid, RowChange { old: None, new: Some(k) });
+        c.tables.entry("Root".into()).or_default().insert(root, RowChange { old: None, new: Some(r.clone()) });
+        db.apply(&c);
+        let kids = db.table("Kid").unwrap();
+        assert_eq!(kids.strong_refs_to(&kid), 1);
+        assert_eq!(kids.weak_referrers_of(&kid).collect::<Vec<_>>(), vec![&("Root".to_string(), root)]);
+        let roots = db.table("Root").unwrap();
+        let key = vec![Datum::scalar(Atom::string("r"))];
+        assert_eq!(roots.index_lookup(0, &key).collect::<Vec<_>>(), vec![&root]);
+        // Deleting the root drops its references and index entry.
+        let mut c = Commit::new(schema.clone());
+        c.tables.entry("Root".into()).or_default().insert(root, RowChange { old: Some(r), new: None });
+        db.apply(&c);
+        assert_eq!(db.table("Kid").unwrap().strong_refs_to(&kid), 0);
+        assert_eq!(db.table("Kid").unwrap().weak_referrers_of(&kid).count(), 0);
+        assert_eq!(db.table("Root").unwrap().index_lookup(0, &key).count(), 0);
+    }
+
+    #[test]
+    fn log_records() {
+        let schema = test_schema();
+        let mut db = Database::new(schema.clone());
+        let u = Uuid::new_v4();
+        let rec = json!({"Small": {u.to_string(): {"a": 5}}, "_date": 1, "_comment": "x"});
+        let c = db.apply_log_record(&rec).unwrap();
+        assert_eq!(c.to_log_json(), json!({"Small": {u.to_string(): {"a": 5}}}));
+        assert_eq!(db.get("Small", &u).unwrap().columns["a"], Datum::scalar(Atom::Integer(5)));
+        // Modify, then the diff form, then delete.
+        db.apply_log_record(&json!({"Small": {u.to_string(): {"b": "x"}}})).unwrap();
+        assert_eq!(db.get("Small", &u).unwrap().columns["b"], Datum::scalar(Atom::string("x")));
+        let snap = db.to_snapshot_json();
+        assert_eq!(snap, json!({"Small": {u.to_string(): {"a": 5, "b": "x"}}}));
+        assert!(db.apply_log_record(&json!({"Nope": {}})).unwrap_err().tag == "unknown table");
+        assert!(
+            db.apply_log_record(&json!({"Small": {u.to_string(): {"zz": 1}}})).unwrap_err().tag == "unknown column"
+        );
+        assert!(db.apply_log_record(&json!({"Small": {"bad": null}})).is_err());
+        assert!(db.apply_log_record(&json!({"Small": {Uuid::new_v4().to_string(): null}})).is_err());
+        db.apply_log_record(&json!({"Small": {u.to_string(): null}})).unwrap();
+        assert!(db.get("Small", &u).is_none());
+    }
+
+    #[test]
+    fn diff_records_as_ovs_writes_them() {
+        let schema = test_schema();
+        let mut db = Database::new(schema.clone());
+        let u = Uuid::new_v4();
+        db.apply_log_record(&json!({"Root": {u.to_string(): {"name": "a", "ints": ["set", [1, 2]], "m": ["map", [["a", "1"], ["b", "2"]]]}}}))
+            .unwrap();
+        // Toggle 2 and 3; update a, remove b, add c.
+        db.apply_log_record(&json!({"_is_diff": true, "Root": {u.to_string(): {
+            "ints": ["set", [2, 3]], "m": ["map", [["a", "9"], ["b", "2"], ["c", "3"]]], "name": "z"}}}))
+            .unwrap();
+        let r = db.get("Root", &u).unwrap();
+        assert_eq!(r.columns["ints"].to_json(), json!(["set", [1, 3]]));
+        assert_eq!(r.columns["m"].to_json(), json!(["map", [["a", "9"], ["c", "3"]]]));
+        assert_eq!(r.columns["name"].to_json(), json!("z"));
+    }
+
+    #[test]
+    fn english_and_strings() {
+        let t = Type::from_json(&json!({"key": "integer", "min": 0, "max": 3})).unwrap();
+        assert_eq!(type_to_english(&t), "set of up to 3 integers");
+        let t = Type::from_json(&json!({"key": "string", "value": "integer", "min": 0, "max": "unlimited"})).unwrap();
+        assert_eq!(type_to_english(&t), "map of (string, integer) pairs");
+        let t = Type::from_json(&json!({"key": "string", "min": 1, "max": "unlimited"})).unwrap();
+        assert_eq!(type_to_english(&t), "set of 1 or more strings");
+        let s = Type::scalar(AtomicType::String);
+        assert_eq!(datum_to_string(&Datum::scalar(Atom::string("br0")), &s), "br0");
+        assert_eq!(datum_to_string(&Datum::scalar(Atom::string("a b")), &s), "\"a b\"");
+        assert_eq!(datum_to_string(&Datum::scalar(Atom::string("true")), &s), "\"true\"");
+        let e = datum_from_json(&s, &json!(["set", ["a", "b"]]), None).unwrap_err();
+        assert_eq!((e.tag, e.details.as_str()), ("syntax error", "set must have exactly one member but 2 are present"));
+    }
+}
