@@ -10,6 +10,7 @@ pub mod db;
 pub mod error;
 pub mod jsonrpc;
 pub mod log;
+pub mod monitor;
 pub mod mutation;
 pub mod schema;
 pub mod txn;
