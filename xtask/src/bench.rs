@@ -1,1 +1,72 @@
-use anyhow::Result; pub fn bench(_a: &[String]) -> Result<()> { anyhow::bail!("bench: not written yet") }
+//! `cargo xtask bench <name>`: benchmarks that measure oxvs against an anchor in
+//! the same run (see DESIGN.md §6). Only `datapath` exists so far.
+//!
+//! `datapath` forwards 60-byte frames from a sender namespace to a sink
+//! namespace through a switch namespace, with the switch being, in turn:
+//! nothing but an XDP drop at its port (`sender_only`: the sender's ceiling), a
+//! bare XDP devmap redirect (`bare_xdp`: the limit), a Linux bridge, oxvs with
+//! one flow, and oxvs with 10,000 flows over 16 masks. It reports Mpps, the
+//! XDP program's own cost per packet (kernel bpf_stats and BPF_PROG_TEST_RUN),
+//! the CPU cost of the whole path per packet, verifier instruction counts, and
+//! the ratios the targets apply to; and writes `target/bench/datapath.json`.
+mod datapath;
+mod flows;
+mod frame;
+mod progs;
+mod report;
+mod rig;
+mod sender;
+mod test_run;
+mod topo;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+/// What `bench datapath` takes on the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct Opts {
+    /// Traffic per measured run.
+    pub secs: Duration,
+    /// Measured runs per configuration.
+    pub runs: usize,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Result<Opts> {
+        let mut o = Opts { secs: Duration::from_secs(3), runs: 5 };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+            match a.as_str() {
+                "--secs" => {
+                    let v = value("--secs")?;
+                    let s: f64 = v
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| *s > 0.0 && *s <= 600.0)
+                        .with_context(|| format!("--secs {v}: expected a number of seconds in (0, 600]"))?;
+                    o.secs = Duration::from_secs_f64(s);
+                }
+                "--runs" => {
+                    let v = value("--runs")?;
+                    o.runs = v
+                        .parse()
+                        .ok()
+                        .filter(|r| (1..=100).contains(r))
+                        .with_context(|| format!("--runs {v}: expected a whole number in 1..=100"))?;
+                }
+                other => bail!("bench datapath: unknown option {other} (options: --secs N, --runs N)"),
+            }
+        }
+        Ok(o)
+    }
+}
+
+pub fn bench(args: &[String]) -> Result<()> {
+    match args.split_first() {
+        Some((name, rest)) if name == "datapath" => datapath::run(Opts::parse(rest)?),
+        Some((name, _)) => bail!("no benchmark named {name:?} (known: datapath)"),
+        None => bail!("usage: cargo xtask bench datapath [--secs N] [--runs N]"),
+    }
+}

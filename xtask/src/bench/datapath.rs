@@ -1,0 +1,503 @@
+//! `cargo xtask bench datapath`: the orchestration. Build every configuration,
+//! warm each up, then measure them in interleaved rounds (so a disturbance on
+//! this shared machine hits all of them alike, not one configuration's runs),
+//! time the programs with BPF_PROG_TEST_RUN, and report.
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use aya::programs::ProgramInfo;
+use oxvs_dp_abi::{DP_F_NO_EMC, PROG_TC, PROG_XDP, PROG_XDP_EXEC, counter};
+
+use super::{
+    Opts, flows,
+    progs::{BpfStats, PROG_REDIRECT, PROG_SINK, RunStats, ksoftirqd_cpu},
+    report::{Method, Report},
+    rig::{Kind, Rig},
+    sender::{self, Sent},
+    test_run::{self, XDP_DROP, XDP_REDIRECT},
+    topo::{self, MAC_A, MAC_B, SENDER_DEV},
+};
+use crate::root;
+
+/// Repetitions per BPF_PROG_TEST_RUN call: long enough (0.04 s for the bare
+/// program, 1.4 s for a 16-mask walk) that the kernel's average is stable to
+/// a few ns, short enough to repeat it `runs` times.
+const TEST_RUN_REPEAT: u32 = 1_000_000;
+/// A run in which less than this share of the frames sent reached the sink
+/// is not measuring forwarding: fail.
+const MIN_DELIVERED_SHARE: f64 = 0.99;
+
+/// What one traffic run of one configuration measured.
+struct Sample {
+    sent: Sent,
+    delivered: u64,
+    /// Average ns per run of the switch's XDP program (bpf_stats), if it has one.
+    prog_ns: Option<f64>,
+    prog_runs: u64,
+    sink_ns: f64,
+    /// CPU time (sender thread + ksoftirqd) per delivered frame.
+    path_cpu_ns: f64,
+}
+
+impl Sample {
+    fn mpps(&self) -> f64 {
+        self.delivered as f64 / self.sent.elapsed.as_secs_f64() / 1e6
+    }
+}
+
+/// Counters read just before and just after a run.
+struct Snapshot {
+    delivered: u64,
+    prog: Option<RunStats>,
+    sink: RunStats,
+    softirqd: Duration,
+    misses: u64,
+}
+
+impl Snapshot {
+    fn take(rig: &Rig) -> Result<Snapshot> {
+        Ok(Snapshot {
+            delivered: rig.delivered()?,
+            prog: rig.switch_prog()?,
+            sink: rig.sink_prog()?,
+            softirqd: ksoftirqd_cpu()?,
+            misses: rig.misses()?,
+        })
+    }
+}
+
+/// Sends for `dur` through `rig` and measures what arrived and what it cost.
+fn measure(rig: &Rig, dur: Duration) -> Result<Sample> {
+    sender::check_interrupted()?;
+    let before = Snapshot::take(rig)?;
+    let frames = &rig.frames;
+    let sent = rig.topo.in_ns(&rig.topo.sender, || sender::send_for(SENDER_DEV, frames, dur))?;
+    // Frames still in a veth ring land within microseconds.
+    std::thread::sleep(Duration::from_millis(20));
+    let after = Snapshot::take(rig)?;
+
+    let name = rig.kind.name();
+    let delivered = after.delivered - before.delivered;
+    if sent.frames == 0 || delivered == 0 {
+        bail!("{name}: sent {} frames, {delivered} reached the sink: nothing is being forwarded", sent.frames);
+    }
+    let share = delivered as f64 / sent.frames as f64;
+    if share < MIN_DELIVERED_SHARE {
+        bail!("{name}: only {delivered} of {} frames sent reached the sink ({:.1}%)", sent.frames, share * 100.0);
+    }
+    let misses = after.misses - before.misses;
+    if misses > 0 {
+        bail!("{name}: {misses} frames missed the flow table; the traffic does not match the flows");
+    }
+    let (prog_ns, prog_runs) = match (before.prog, after.prog) {
+        (Some(b), Some(a)) => {
+            let (ns, runs) = a.since(&b);
+            (Some(ns), runs)
+        }
+        _ => (None, 0),
+    };
+    let (sink_ns, _) = after.sink.since(&before.sink);
+    let cpu = sent.thread_cpu + (after.softirqd - before.softirqd);
+    Ok(Sample { sent, delivered, prog_ns, prog_runs, sink_ns, path_cpu_ns: cpu.as_nanos() as f64 / delivered as f64 })
+}
+
+fn print_sample(round: usize, rig: &Rig, s: &Sample) {
+    let prog = s.prog_ns.map(|ns| format!("{ns:6.1} ns/pkt over {} runs", s.prog_runs)).unwrap_or_else(|| "-".into());
+    println!(
+        "  round {round} {:<13} {:.3} Mpps  sent {} delivered {} (ENOBUFS {}, EAGAIN {})  program {prog}  path CPU {:.0} ns/pkt",
+        rig.kind.name(),
+        s.mpps(),
+        s.sent.frames,
+        s.delivered,
+        s.sent.enobufs,
+        s.sent.eagain,
+        s.path_cpu_ns
+    );
+}
+
+/// Sends for a moment so caches, the EMC and the mask hit counters settle;
+/// for 16 masks, checks every mask is hit and orders the masks by hits, as
+/// the daemon's revalidator would.
+fn warm_up(rig: &mut Rig, dur: Duration) -> Result<()> {
+    let s = measure(rig, dur).with_context(|| format!("warming up {}", rig.kind.name()))?;
+    println!("  warm-up {:<13} {:.3} Mpps", rig.kind.name(), s.mpps());
+    if rig.kind == Kind::Oxvs16Masks {
+        let dp = rig.dp_mut().context("no datapath")?;
+        let hits = dp.mask_hits()?;
+        if hits.len() != flows::N_MASKS as usize || hits.iter().any(|(_, h)| *h == 0) {
+            let h: Vec<u64> = hits.iter().map(|(_, h)| *h).collect();
+            bail!("oxvs_16masks: the traffic must hit all {} masks; hits per mask: {h:?}", flows::N_MASKS);
+        }
+        dp.sort_masks()?;
+    }
+    Ok(())
+}
+
+/// The traffic part: every configuration, `opts.runs` interleaved rounds.
+fn traffic(rigs: &mut [Rig], opts: &Opts, report: &mut Report) -> Result<()> {
+    println!(
+        "\n# traffic: {} rounds of {:.1} s per configuration, kernel.bpf_stats_enabled=1",
+        opts.runs,
+        opts.secs.as_secs_f64()
+    );
+    let _stats = BpfStats::enable()?; // restored when this function returns, however it returns
+    for rig in rigs.iter_mut() {
+        warm_up(rig, opts.secs.min(Duration::from_secs(1)))?;
+    }
+    let mut samples: Vec<Vec<Sample>> = rigs.iter().map(|_| Vec::new()).collect();
+    for round in 0..opts.runs {
+        // Rotate the order each round: no configuration always runs first.
+        for k in 0..rigs.len() {
+            let i = (k + round) % rigs.len();
+            let s = measure(&rigs[i], opts.secs)?;
+            print_sample(round + 1, &rigs[i], &s);
+            samples[i].push(s);
+        }
+    }
+    record_traffic(rigs, &samples, report)
+}
+
+const MPPS: Method =
+    Method { label: "Mpps", unit: "Mpps", how: "frames counted by the sink's XDP program / seconds the sender ran" };
+const BPF_STATS: Method = Method {
+    label: "bpf_stats",
+    unit: "ns/packet",
+    how: "kernel.bpf_stats_enabled=1 during the run: run_time_ns / run_cnt of the program (for oxvs and bare_xdp: the XDP program on pa)",
+};
+const PATH_CPU: Method = Method {
+    label: "path_cpu",
+    unit: "ns/packet",
+    how: "CPU time of the sender thread + ksoftirqd threads / frames delivered: sender, veths, switch and sink together",
+};
+const SWITCH_CPU: Method = Method {
+    label: "switch_cpu",
+    unit: "ns/packet",
+    how: "path_cpu minus sender_only's path_cpu in the same round: what switching a frame from pa to the sink adds",
+};
+const TEST_RUN: Method = Method {
+    label: "test_run",
+    unit: "ns/packet",
+    how: "BPF_PROG_TEST_RUN, repeat=1e6, one frame, ingress pa, not live: the kernel's average ns per repetition",
+};
+const INSNS: Method = Method {
+    label: "insns",
+    unit: "instructions",
+    how: "bpf_prog_info.verified_insns: instructions the verifier processed over all paths (limit 1,000,000)",
+};
+
+const JITED: Method =
+    Method { label: "jited", unit: "bytes", how: "bpf_prog_info.jited_prog_len: size of the program's JIT image" };
+
+/// Adds the traffic figures, grouped by kind: Mpps, bpf_stats, path_cpu, switch_cpu.
+fn record_traffic(rigs: &[Rig], samples: &[Vec<Sample>], report: &mut Report) -> Result<()> {
+    for (rig, s) in rigs.iter().zip(samples) {
+        report.add(rig.kind.name(), MPPS, s.iter().map(Sample::mpps).collect())?;
+    }
+    for (rig, s) in rigs.iter().zip(samples) {
+        if rig.switch_prog()?.is_some() {
+            let ns: Vec<f64> = s.iter().map(|x| x.prog_ns.unwrap_or(f64::NAN)).collect();
+            report.add(format!("{}:bpf_stats", rig.kind.name()), BPF_STATS, ns)?;
+        }
+    }
+    // The sink is the same program everywhere; its figures from bare_xdp.
+    let bare = index_of(rigs, Kind::BareXdp)?;
+    report.add("bench_sink:bpf_stats", BPF_STATS, samples[bare].iter().map(|x| x.sink_ns).collect())?;
+    for (rig, s) in rigs.iter().zip(samples) {
+        report.add(format!("{}:path_cpu", rig.kind.name()), PATH_CPU, s.iter().map(|x| x.path_cpu_ns).collect())?;
+    }
+    let base = index_of(rigs, Kind::SenderOnly)?;
+    for (i, (rig, s)) in rigs.iter().zip(samples).enumerate() {
+        if i != base {
+            let d = s.iter().zip(&samples[base]).map(|(x, b)| x.path_cpu_ns - b.path_cpu_ns).collect();
+            report.add(format!("{}:switch_cpu", rig.kind.name()), SWITCH_CPU, d)?;
+        }
+    }
+    Ok(())
+}
+
+/// One BPF_PROG_TEST_RUN case: a program, a frame, what it must return, and
+/// how many mask lookups per packet the datapath must count (None for the
+/// bare program), which proves the frame took the path the case is named for.
+struct Case<'a> {
+    name: &'static str,
+    prog_fd: i32,
+    frame: &'a [u8],
+    retval: u32,
+    lookups_per_packet: Option<f64>,
+}
+
+/// Runs a case `runs` times in `rig`'s switch namespace; returns ns/packet.
+fn run_case(rig: &Rig, c: &Case, runs: usize) -> Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        sender::check_interrupted()?;
+        let lookups0 = rig.dp_counter(counter::MASK_LOOKUPS)?;
+        let (fd, frame, ifindex) = (c.prog_fd, c.frame, rig.pa_ifindex);
+        let r = rig.topo.in_ns(&rig.topo.switch, || {
+            test_run::run_xdp(fd, frame, ifindex, TEST_RUN_REPEAT).context("BPF_PROG_TEST_RUN")
+        })?;
+        if r.retval != c.retval {
+            bail!("test run {}: the program returned {} (expected {})", c.name, r.retval, c.retval);
+        }
+        if let Some(want) = c.lookups_per_packet {
+            let got = (rig.dp_counter(counter::MASK_LOOKUPS)? - lookups0) as f64 / TEST_RUN_REPEAT as f64;
+            if (got - want).abs() > 0.01 {
+                bail!("test run {}: {got:.2} mask lookups per packet, expected {want}", c.name);
+            }
+        }
+        out.push(r.duration_ns as f64);
+    }
+    Ok(out)
+}
+
+fn index_of(rigs: &[Rig], kind: Kind) -> Result<usize> {
+    rigs.iter().position(|r| r.kind == kind).with_context(|| format!("no {} configuration", kind.name()))
+}
+
+/// The frame for the mask the datapath walks last (found from its order), and
+/// how many masks there are.
+fn last_mask_frame(rig: &Rig) -> Result<(usize, Vec<u8>)> {
+    let order = rig.dp().context("no datapath")?.mask_hits()?;
+    let last = order.last().context("no masks")?.0;
+    let i = (0..flows::N_MASKS)
+        .find(|i| flows::mask_key(*i).is_ok_and(|m| m == last))
+        .context("the last mask in the order is none of ours")?;
+    Ok((order.len(), flows::frame_for(i, 0, MAC_B, MAC_A).to_vec()))
+}
+
+/// An owned fd of a pinned program (closing it doesn't unload the program).
+fn pinned_fd(rig: &Rig, prog: &str) -> Result<aya::programs::ProgramFd> {
+    let info = ProgramInfo::from_pin(rig.oxvs_prog(prog)).with_context(|| format!("pinned {prog}"))?;
+    Ok(info.fd()?)
+}
+
+/// The program-cost part with BPF_PROG_TEST_RUN (bpf_stats off: it would add
+/// its own clock reads to every repetition).
+fn test_runs(rigs: &mut [Rig], opts: &Opts, report: &mut Report) -> Result<()> {
+    println!("\n# BPF_PROG_TEST_RUN, repeat {TEST_RUN_REPEAT}, {} runs per case, ingress = pa", opts.runs);
+    let (bare, one, six) =
+        (index_of(rigs, Kind::BareXdp)?, index_of(rigs, Kind::Oxvs1Flow)?, index_of(rigs, Kind::Oxvs16Masks)?);
+    let (fd_one, fd_six) = (pinned_fd(&rigs[one], PROG_XDP)?, pinned_fd(&rigs[six], PROG_XDP)?);
+    let (fd_one, fd_six) = (fd_one.as_fd().as_raw_fd(), fd_six.as_fd().as_raw_fd());
+    let fd_bare = rigs[bare].obj().prog_fd(PROG_REDIRECT)?;
+    let first = rigs[one].frames[0].to_vec();
+    let (n_masks, deep) = last_mask_frame(&rigs[six])?;
+    let n = n_masks as f64;
+    let miss = flows::miss_frame(MAC_B, MAC_A).to_vec();
+    let mut results = Vec::new();
+
+    let c = Case { name: "bare_xdp", prog_fd: fd_bare, frame: &first, retval: XDP_REDIRECT, lookups_per_packet: None };
+    results.push((c.name, run_case(&rigs[bare], &c, opts.runs)?));
+    // One flow: its mask is first in the order, so a single hash probe.
+    let c = Case {
+        name: "oxvs_first_mask",
+        prog_fd: fd_one,
+        frame: &first,
+        retval: XDP_REDIRECT,
+        lookups_per_packet: Some(1.0),
+    };
+    results.push((c.name, run_case(&rigs[one], &c, opts.runs)?));
+
+    // 16 masks, EMC off: the walk probes every mask down to the last one.
+    let c = Case {
+        name: "oxvs_16th_mask_no_emc",
+        prog_fd: fd_six,
+        frame: &deep,
+        retval: XDP_REDIRECT,
+        lookups_per_packet: Some(n),
+    };
+    set_emc(&mut rigs[six], false)?;
+    let r = run_case(&rigs[six], &c, opts.runs);
+    set_emc(&mut rigs[six], true)?; // back on before looking at the result
+    results.push((c.name, r?));
+
+    // EMC on, same frame: the first mask misses, the EMC names the last mask,
+    // which is probed: two probes. The first repetition fills the EMC entry.
+    let emc0 = rigs[six].dp_counter(counter::EMC_HIT)?;
+    let c = Case {
+        name: "oxvs_emc_hit",
+        prog_fd: fd_six,
+        frame: &deep,
+        retval: XDP_REDIRECT,
+        lookups_per_packet: Some(2.0),
+    };
+    results.push((c.name, run_case(&rigs[six], &c, opts.runs)?));
+    let emc_hits = rigs[six].dp_counter(counter::EMC_HIT)? - emc0;
+    if emc_hits < (TEST_RUN_REPEAT as u64 - 1) * opts.runs as u64 {
+        bail!("test run oxvs_emc_hit: only {emc_hits} EMC hits");
+    }
+
+    // A miss walks every mask (the EMC only remembers hits), then the upcall
+    // token bucket refuses it or it is queued for userspace, and it is dropped.
+    let c = Case { name: "oxvs_miss", prog_fd: fd_six, frame: &miss, retval: XDP_DROP, lookups_per_packet: Some(n) };
+    results.push((c.name, run_case(&rigs[six], &c, opts.runs)?));
+
+    for (name, v) in results {
+        println!("  {name:<24} {} ns/packet", v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" "));
+        report.add(format!("test_run:{name}"), TEST_RUN, v)?;
+    }
+    Ok(())
+}
+
+fn set_emc(rig: &mut Rig, on: bool) -> Result<()> {
+    let dp = rig.dp_mut().context("no datapath")?;
+    dp.set_config(|c| if on { c.flags &= !DP_F_NO_EMC } else { c.flags |= DP_F_NO_EMC })?;
+    Ok(())
+}
+
+/// Per program: the verifier's count of instructions processed (how close it
+/// is to the 1M limit), and the size of its JIT image (its instruction-cache
+/// footprint, which a program run between a sender's syscalls pays for).
+fn program_sizes(rigs: &[Rig], report: &mut Report) -> Result<()> {
+    let one = &rigs[index_of(rigs, Kind::Oxvs1Flow)?];
+    let bare = &rigs[index_of(rigs, Kind::BareXdp)?];
+    let mut infos = Vec::new();
+    for p in [PROG_XDP, PROG_TC, PROG_XDP_EXEC] {
+        infos.push((p, ProgramInfo::from_pin(one.oxvs_prog(p)).with_context(|| format!("pinned {p}"))?));
+    }
+    for p in [PROG_REDIRECT, PROG_SINK] {
+        infos.push((p, bare.obj().info(p)?));
+    }
+    for (p, info) in &infos {
+        let n = info
+            .verified_instruction_count()
+            .with_context(|| format!("{p}: the kernel reports no verified instruction count (needs 5.16+)"))?;
+        report.add(format!("insns:{p}"), INSNS, vec![n as f64])?;
+    }
+    for (p, info) in &infos {
+        report.add(format!("jited:{p}"), JITED, vec![info.size_jitted() as f64])?;
+    }
+    Ok(())
+}
+
+/// Whether a ratio compares rates (oxvs / anchor) or per-packet costs
+/// (anchor / oxvs); either way higher is better.
+#[derive(Clone, Copy)]
+enum Basis {
+    Rate,
+    Cost,
+}
+
+/// The ratios the targets apply to, each on every basis that can carry it:
+/// (name, oxvs figure, anchor figure, anchor, target, basis).
+const RATIOS: &[(&str, &str, &str, &str, f64, Basis)] = &[
+    // Traffic rates (sender-bound).
+    ("oxvs_1flow/bare_xdp", "oxvs_1flow", "bare_xdp", "bare_xdp", 0.85, Basis::Rate),
+    ("oxvs_16masks/bare_xdp", "oxvs_16masks", "bare_xdp", "bare_xdp", 0.6, Basis::Rate),
+    ("oxvs_1flow/linux_bridge", "oxvs_1flow", "linux_bridge", "linux_bridge", 2.0, Basis::Rate),
+    // The XDP program's own cost in that traffic.
+    ("oxvs_1flow/bare_xdp:bpf_stats", "oxvs_1flow:bpf_stats", "bare_xdp:bpf_stats", "bare_xdp", 0.85, Basis::Cost),
+    ("oxvs_16masks/bare_xdp:bpf_stats", "oxvs_16masks:bpf_stats", "bare_xdp:bpf_stats", "bare_xdp", 0.6, Basis::Cost),
+    // The program's cost per kind of frame (test runs); for 16 masks both the
+    // worst case (EMC off, last mask) and the EMC hit.
+    ("oxvs_1flow/bare_xdp:test_run", "test_run:oxvs_first_mask", "test_run:bare_xdp", "bare_xdp", 0.85, Basis::Cost),
+    (
+        "oxvs_16masks/bare_xdp:test_run_no_emc",
+        "test_run:oxvs_16th_mask_no_emc",
+        "test_run:bare_xdp",
+        "bare_xdp",
+        0.6,
+        Basis::Cost,
+    ),
+    ("oxvs_16masks/bare_xdp:test_run_emc", "test_run:oxvs_emc_hit", "test_run:bare_xdp", "bare_xdp", 0.6, Basis::Cost),
+    // What switching adds to the path's CPU time: the one per-packet cost the
+    // Linux bridge has too (it runs no BPF program to time).
+    ("oxvs_1flow/bare_xdp:switch_cpu", "oxvs_1flow:switch_cpu", "bare_xdp:switch_cpu", "bare_xdp", 0.85, Basis::Cost),
+    (
+        "oxvs_16masks/bare_xdp:switch_cpu",
+        "oxvs_16masks:switch_cpu",
+        "bare_xdp:switch_cpu",
+        "bare_xdp",
+        0.6,
+        Basis::Cost,
+    ),
+    (
+        "oxvs_1flow/linux_bridge:switch_cpu",
+        "oxvs_1flow:switch_cpu",
+        "linux_bridge:switch_cpu",
+        "linux_bridge",
+        2.0,
+        Basis::Cost,
+    ),
+];
+
+fn ratios(report: &mut Report) -> Result<()> {
+    for &(name, oxvs, anchor, against, target, basis) in RATIOS {
+        match basis {
+            Basis::Rate => report.ratio_higher_better(name, oxvs, anchor, against, target)?,
+            Basis::Cost => report.ratio_lower_better(name, oxvs, anchor, against, target)?,
+        }
+    }
+    Ok(())
+}
+
+/// Says which resource bounds the Mpps figures, from the figures themselves.
+fn print_bottleneck(report: &Report) -> Result<()> {
+    let m = |n: &str| report.get(n).map(|f| f.median());
+    let (sender, bare, ox) = (m("sender_only")?, m("bare_xdp")?, m("oxvs_1flow")?);
+    let (path, prog, base) = (m("oxvs_1flow:path_cpu")?, m("oxvs_1flow:bpf_stats")?, m("sender_only:path_cpu")?);
+    // path_cpu × rate = CPUs kept busy; ≈ 1 means one saturated CPU.
+    let busy = |rate: f64, cpu: f64| rate * 1e6 * cpu * 1e-9;
+    println!("\n# bottleneck");
+    println!(
+        "  One sender thread; its syscalls and the whole path behind it (veth, switch, sink) run on its CPU as softirq \
+         work. CPUs kept busy = path_cpu x rate: sender_only {:.2}, bare_xdp {:.2}, oxvs_1flow {:.2}, linux_bridge {:.2}.",
+        busy(sender, base),
+        busy(bare, m("bare_xdp:path_cpu")?),
+        busy(ox, path),
+        busy(m("linux_bridge")?, m("linux_bridge:path_cpu")?),
+    );
+    println!(
+        "  With nothing behind the switch port the sender alone reaches {sender:.3} Mpps ({base:.0} ns of CPU per frame); \
+         the bare redirect {bare:.3} Mpps. With oxvs_1flow a frame costs {path:.0} ns of CPU, {prog:.0} ns ({:.0}%) of it \
+         in oxvs_xdp.",
+        100.0 * prog / path
+    );
+    println!(
+        "  So the Mpps figures are bound by that one CPU, mostly by the sender's own work: Mpps ratios are sender-bound \
+         and understate the differences between switches. The targets apply to the ns/packet ratios (bpf_stats, \
+         test_run); switch_cpu is the per-packet cost that can also be had for the Linux bridge, which runs no BPF \
+         program (and pays for bridge-nf-call-iptables, built in and on here)."
+    );
+    Ok(())
+}
+
+pub fn run(opts: Opts) -> Result<()> {
+    // SAFETY: no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("bench datapath needs root (network namespaces, XDP, bpffs)");
+    }
+    sender::catch_interrupts();
+    topo::remove_leftovers();
+    println!(
+        "# bench datapath: {} — {} runs × {:.1} s per configuration",
+        super::report::machine(),
+        opts.runs,
+        opts.secs.as_secs_f64()
+    );
+    println!("# configurations (sender ns → switch ns → sink ns, veths, 60-byte UDP frames, 64 distinct):");
+    let mut rigs = Vec::new();
+    for kind in Kind::ALL {
+        let t = std::time::Instant::now();
+        sender::check_interrupted()?;
+        rigs.push(Rig::new(kind).with_context(|| format!("setting up {}", kind.name()))?);
+        println!("  {:<13} ready in {:.1} s", kind.name(), t.elapsed().as_secs_f64());
+    }
+    let mut report = Report::default();
+    traffic(&mut rigs, &opts, &mut report)?;
+    test_runs(&mut rigs, &opts, &mut report)?;
+    program_sizes(&rigs, &mut report)?;
+    ratios(&mut report)?;
+    drop(rigs); // namespaces and pins go before the report is printed
+
+    report.print_figures();
+    print_bottleneck(&report)?;
+    report.print_ratios();
+    let path = root().join("target/bench/datapath.json");
+    report.write_json("datapath", &path)?;
+    println!("\nwrote {}", path.display());
+    Ok(())
+}

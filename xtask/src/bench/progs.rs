@@ -1,0 +1,155 @@
+//! The reference programs (`oxvs-bench`: a bare devmap redirect and a
+//! count-and-drop sink), the kernel's per-program run statistics, and the
+//! CPU time of the softirq threads.
+use std::{fs, os::fd::AsFd, os::fd::AsRawFd, path::Path, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf,
+    maps::{DevMap, PerCpuArray},
+    programs::{ProgramInfo, Xdp, XdpMode},
+};
+
+use crate::root;
+
+pub const PROG_REDIRECT: &str = "bench_redirect";
+pub const PROG_SINK: &str = "bench_sink";
+
+/// The object `cargo xtask build-ebpf` made from datapath-ebpf/src/bin/bench.rs.
+/// Read at run time (bench always runs build-ebpf first), so it is never stale.
+fn object_path() -> std::path::PathBuf {
+    root().join("datapath-ebpf/target/bpfel-unknown-none/release/oxvs-bench")
+}
+
+/// One configuration's copy of the reference programs and their maps.
+pub struct BenchObj {
+    ebpf: Ebpf,
+}
+
+impl BenchObj {
+    pub fn load() -> Result<BenchObj> {
+        let p = object_path();
+        let bytes = fs::read(&p).with_context(|| format!("{} (run `cargo xtask build-ebpf`)", p.display()))?;
+        let ebpf = Ebpf::load(&bytes).context("load the oxvs-bench object")?;
+        Ok(BenchObj { ebpf })
+    }
+
+    fn xdp(&mut self, name: &str) -> Result<&mut Xdp> {
+        let p: &mut Xdp = self.ebpf.program_mut(name).with_context(|| format!("no program {name}"))?.try_into()?;
+        if p.fd().is_err() {
+            p.load().map_err(|e| match e {
+                aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+                    anyhow::anyhow!("the kernel refused {name}: {io_error}\n{verifier_log}")
+                }
+                e => anyhow::anyhow!("load {name}: {e}"),
+            })?;
+        }
+        Ok(p)
+    }
+
+    /// Attaches program `name` at native XDP to `dev`. Must run on a thread in
+    /// the device's namespace. Detached when this object is dropped.
+    pub fn attach(&mut self, name: &str, dev: &str) -> Result<()> {
+        let ifindex = oxvs_userspace::netdev::ifindex(dev).with_context(|| format!("no device {dev}"))?;
+        self.xdp(name)?
+            .attach_to_if_index(ifindex, XdpMode::Driver)
+            .with_context(|| format!("attach {name} to {dev}"))?;
+        Ok(())
+    }
+
+    /// Points `bench_redirect` at device `dev` (of the calling thread's namespace).
+    pub fn set_redirect_target(&mut self, dev: &str) -> Result<()> {
+        let ifindex = oxvs_userspace::netdev::ifindex(dev).with_context(|| format!("no device {dev}"))?;
+        let mut tx: DevMap<_> = self.ebpf.map_mut("BENCH_TX").context("no map BENCH_TX")?.try_into()?;
+        tx.set(0, ifindex, None, 0).context("BENCH_TX")?;
+        Ok(())
+    }
+
+    /// Frames `bench_sink` has counted, over all CPUs.
+    pub fn sink_count(&self) -> Result<u64> {
+        let rx: PerCpuArray<_, u64> = self.ebpf.map("BENCH_RX").context("no map BENCH_RX")?.try_into()?;
+        Ok(rx.get(&0, 0).context("BENCH_RX")?.iter().sum())
+    }
+
+    pub fn info(&self, name: &str) -> Result<ProgramInfo> {
+        let p: &Xdp = self.ebpf.program(name).with_context(|| format!("no program {name}"))?.try_into()?;
+        Ok(p.info()?)
+    }
+
+    pub fn prog_fd(&self, name: &str) -> Result<i32> {
+        let p: &Xdp = self.ebpf.program(name).with_context(|| format!("no program {name}"))?.try_into()?;
+        Ok(p.fd()?.as_fd().as_raw_fd())
+    }
+}
+
+/// A program's cumulative run statistics (kept by the kernel while
+/// `kernel.bpf_stats_enabled` is 1).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStats {
+    pub run_ns: u64,
+    pub runs: u64,
+}
+
+impl RunStats {
+    pub fn of(info: &ProgramInfo) -> RunStats {
+        RunStats { run_ns: info.run_time().as_nanos() as u64, runs: info.run_count() }
+    }
+
+    pub fn of_pin(path: &Path) -> Result<RunStats> {
+        Ok(RunStats::of(&ProgramInfo::from_pin(path).with_context(|| format!("program pinned at {}", path.display()))?))
+    }
+
+    /// (ns per run, runs) between `before` and `self`.
+    pub fn since(&self, before: &RunStats) -> (f64, u64) {
+        let runs = self.runs - before.runs;
+        let ns = self.run_ns - before.run_ns;
+        (if runs == 0 { f64::NAN } else { ns as f64 / runs as f64 }, runs)
+    }
+}
+
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// Turns `kernel.bpf_stats_enabled` on and puts back what it was when dropped
+/// (also on an error or a panic). The kernel then times every run of every
+/// program (two clock reads around it), so keep it on only while measuring.
+pub struct BpfStats {
+    previous: String,
+}
+
+impl BpfStats {
+    pub fn enable() -> Result<BpfStats> {
+        let previous = fs::read_to_string(BPF_STATS_SYSCTL).context(BPF_STATS_SYSCTL)?.trim().to_string();
+        fs::write(BPF_STATS_SYSCTL, "1").with_context(|| format!("enable {BPF_STATS_SYSCTL}"))?;
+        Ok(BpfStats { previous })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Err(e) = fs::write(BPF_STATS_SYSCTL, &self.previous) {
+            eprintln!("bench: could not restore {BPF_STATS_SYSCTL} to {}: {e}", self.previous);
+        }
+    }
+}
+
+/// CPU time of the `ksoftirqd/N` threads, where softirq work goes when it
+/// doesn't fit in the context that raised it.
+pub fn ksoftirqd_cpu() -> Result<Duration> {
+    let mut total = 0u64;
+    let mut found = 0;
+    for e in fs::read_dir("/proc")?.flatten() {
+        let dir = e.path();
+        let Ok(comm) = fs::read_to_string(dir.join("comm")) else { continue };
+        if !comm.starts_with("ksoftirqd/") {
+            continue;
+        }
+        // schedstat: ns on CPU, ns waiting, timeslices.
+        let Ok(s) = fs::read_to_string(dir.join("schedstat")) else { continue };
+        total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        found += 1;
+    }
+    if found == 0 {
+        bail!("no ksoftirqd threads with /proc/PID/schedstat (CONFIG_SCHEDSTATS?)");
+    }
+    Ok(Duration::from_nanos(total))
+}
