@@ -12,9 +12,12 @@ pub mod jsonrpc;
 pub mod log;
 pub mod monitor;
 pub mod mutation;
+pub mod net;
 pub mod schema;
+pub mod server;
 pub mod txn;
 pub mod types;
+pub mod vlog;
 
 pub use atom::{Atom, AtomicType};
 pub use datum::Datum;

@@ -70,8 +70,14 @@ fn main() -> Result<()> {
         Some("bench") => {
             setup::setup()?;
             build_ebpf()?;
-            bench::bench(rest)
+            // The datapath object is embedded when xtask is compiled: run the
+            // bench from a fresh cargo invocation so a rebuilt object is in it.
+            run(Command::new("cargo")
+                .current_dir(root())
+                .args(["run", "--quiet", "--package", "xtask", "--", "bench-built"])
+                .args(rest))
         }
+        Some("bench-built") => bench::bench(rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask COMMAND\n  setup              install what the build and tests need (idempotent)\n  build-ebpf [--release]  build the eBPF datapath (always optimised)\n  test [ARGS]        setup, build-ebpf, cargo test --workspace [ARGS]\n  demo               two namespaces joined by the XDP datapath\n  bench datapath     datapath benchmark against bare XDP and the Linux bridge"
