@@ -28,19 +28,52 @@ fn key_eq(a: &FlowKey, b: &FlowKey) -> bool {
     diff == 0
 }
 
-/// Fills `s.lookup` with `(mask_id, key & mask)` and looks it up.
+/// Probes mask `mask_id`: the megaflow hash by `(mask_id, hash(key & mask))`,
+/// then the entry's masked key compared word by word (a hash collision is
+/// a miss for this mask). Leaves the lookup key in `s.lookup`.
 #[inline(always)]
 fn probe(s: &mut Scratch, mask_id: u32) -> Option<*const FlowEntry> {
     let m = OXVS_MASKS.get(mask_id)?;
-    let k = s.key.words();
-    let mw = m.mask.words();
     s.lookup.mask_id = mask_id;
-    let out = s.lookup.key.words_mut();
-    for i in 0..FLOW_KEY_WORDS {
-        out[i] = k[i] & mw[i];
-    }
+    s.lookup.hash = masked_hash(&s.key, &m.mask);
     maps::count(counter::MASK_LOOKUPS);
-    OXVS_FLOWS.get_ptr(&s.lookup)
+    let f = OXVS_FLOWS.get_ptr(&s.lookup)?;
+    // SAFETY: a megaflow map value, valid for this run.
+    let fk = unsafe { (*f).key.words() };
+    let (k, mw) = (s.key.words(), m.mask.words());
+    let mut diff = 0u64;
+    for i in 0..FLOW_KEY_WORDS {
+        diff |= (k[i] & mw[i]) ^ fk[i];
+    }
+    if diff == 0 { Some(f) } else { None }
+}
+
+/// The exact-match cache's answer: the entry's mask probed again (a stale
+/// entry costs a probe, never a wrong flow). Kept out of line from `lookup`
+/// so no value lives across its branches (LLVM spills an undefined register
+/// there, which the verifier refuses).
+#[inline(always)]
+fn emc_probe(s: &mut Scratch, generation: u32) -> Option<*const FlowEntry> {
+    let e = OXVS_EMC.get(key_hash(&s.key) & (EMC_ENTRIES - 1))?;
+    if e.generation != generation || !key_eq(&e.key, &s.key) {
+        return None;
+    }
+    let id = e.mask_id;
+    let f = probe(s, id)?;
+    maps::count(counter::EMC_HIT);
+    hit_mask(id);
+    Some(f)
+}
+
+#[inline(always)]
+fn emc_insert(s: &Scratch, mask_id: u32, generation: u32) {
+    if let Some(e) = OXVS_EMC.get_ptr_mut(key_hash(&s.key) & (EMC_ENTRIES - 1)) {
+        // SAFETY: per-CPU value, no concurrent writer.
+        let e = unsafe { &mut *e };
+        crate::copy_key(&mut e.key, &s.key);
+        e.mask_id = mask_id;
+        e.generation = generation;
+    }
 }
 
 struct Walk {
@@ -99,18 +132,9 @@ pub fn lookup(s: &mut Scratch) -> Option<*const FlowEntry> {
 
     // Exact-match cache: remembers which deeper mask this exact key last hit.
     let use_emc = cfg.flags & DP_F_NO_EMC == 0;
-    let slot = key_hash(&s.key) & (EMC_ENTRIES - 1);
-    let emc = if use_emc { OXVS_EMC.get_ptr_mut(slot) } else { None };
-    if let Some(e) = emc {
-        // SAFETY: per-CPU value.
-        let e = unsafe { &*e };
-        if e.generation == generation && key_eq(&e.key, &s.key) {
-            let id = e.mask_id;
-            if let Some(f) = probe(s, id) {
-                maps::count(counter::EMC_HIT);
-                hit_mask(id);
-                return Some(f);
-            }
+    if use_emc {
+        if let Some(f) = emc_probe(s, generation) {
+            return Some(f);
         }
     }
 
@@ -122,14 +146,11 @@ pub fn lookup(s: &mut Scratch) -> Option<*const FlowEntry> {
     if w.found == 0 {
         return None;
     }
-    let f = OXVS_FLOWS.get_ptr(&s.lookup)?;
+    // The callback can't hand a map pointer back: probe the hit mask again.
+    let f = probe(s, w.mask_id)?;
     hit_mask(w.mask_id);
-    if let Some(e) = emc {
-        // SAFETY: per-CPU value.
-        let e = unsafe { &mut *e };
-        crate::copy_key(&mut e.key, &s.key);
-        e.mask_id = w.mask_id;
-        e.generation = generation;
+    if use_emc {
+        emc_insert(s, w.mask_id, generation);
     }
     Some(f)
 }

@@ -2,7 +2,7 @@
 //! userspace may override at load time.
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::map,
     maps::{Array, DevMap, HashMap, PerCpuArray, RingBuf},
 };
@@ -34,9 +34,14 @@ pub static OXVS_PORTS: Array<PortInfo> = Array::with_max_entries(MAX_PORTS, 0);
 /// Port number → device, for XDP redirects.
 #[map]
 pub static OXVS_TX_PORTS: DevMap = DevMap::with_max_entries(MAX_PORTS, 0);
-/// ifindex → port number.
+/// ifindex → port number, for ifindexes ≥ IFPORT_ARRAY_SIZE (and for
+/// userspace to list ports).
 #[map]
 pub static OXVS_IFPORT: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
+/// ifindex → port number + 1 (0: not a port), for small ifindexes: an array
+/// lookup is inlined by the verifier, a hash lookup is a call and a hash.
+#[map]
+pub static OXVS_IFPORT_A: Array<u32> = Array::with_max_entries(IFPORT_ARRAY_SIZE, 0);
 #[map]
 pub static OXVS_UPCALLS: RingBuf = RingBuf::with_byte_size(UPCALL_RING_BYTES, 0);
 #[map]
@@ -80,6 +85,10 @@ pub fn count(idx: u32) {
 
 #[inline(always)]
 pub fn port_of_ifindex(ifindex: u32) -> Option<u32> {
+    if ifindex < IFPORT_ARRAY_SIZE {
+        let p = *OXVS_IFPORT_A.get(ifindex)?;
+        return if p == 0 { None } else { Some(p - 1) };
+    }
     // SAFETY: a plain u32 value copied out at once.
     unsafe { OXVS_IFPORT.get(&ifindex).copied() }
 }
@@ -95,6 +104,14 @@ pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// CLOCK_MONOTONIC_COARSE: good to a tick, and much cheaper per packet than
+/// the precise clock; enough for a flow's `used` (OVS keeps jiffies).
+#[inline(always)]
+pub fn coarse_now_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
 /// Adds one packet to a flow's per-CPU stats.
 #[inline(always)]
 pub fn account(slot: u32, len: u32, tcp_flags_be: u16) {
@@ -103,7 +120,7 @@ pub fn account(slot: u32, len: u32, tcp_flags_be: u16) {
         unsafe {
             (*s).packets += 1;
             (*s).bytes += len as u64;
-            (*s).used_ns = now_ns();
+            (*s).used_ns = coarse_now_ns();
             (*s).tcp_flags |= u16::from_be(tcp_flags_be);
         }
     }

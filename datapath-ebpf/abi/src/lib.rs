@@ -132,13 +132,32 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_SCTP: u8 = 132;
 pub const IPPROTO_ICMPV6: u8 = 58;
 
-/// The megaflow hash's key: the id of the mask and the key already masked by it.
+/// The megaflow hash's key: the mask id and a 64-bit hash of the key masked
+/// by it ([`masked_hash`]). A 16-byte key keeps the kernel's hash of the
+/// lookup key cheap (hashing the whole 104-byte masked key cost ~40 ns per
+/// probe); the entry holds the masked key, which the datapath compares to
+/// rule out a collision. Userspace refuses to install two flows of one mask
+/// whose hashes collide.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct MegaflowKey {
     pub mask_id: u32,
     pub _pad: u32,
-    pub key: FlowKey,
+    pub hash: u64,
+}
+
+/// The hash of `key & mask`, the same on both sides of the map.
+#[inline(always)]
+pub fn masked_hash(key: &FlowKey, mask: &FlowKey) -> u64 {
+    let (k, m) = (key.words(), mask.words());
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    let mut i = 0;
+    while i < FLOW_KEY_WORDS {
+        h = (h ^ (k[i] & m[i])).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 31;
+        i += 1;
+    }
+    h
 }
 
 /// One mask in the masks array (indexed by mask id).
@@ -193,10 +212,13 @@ pub struct Action {
 /// output, or an output that is not last); XDP passes the packet to the tc hook.
 pub const FLOW_F_TC_ONLY: u32 = 1;
 
-/// The megaflow hash's value: where the flow's stats live and what to do.
+/// The megaflow hash's value: the masked key it matches, where the flow's
+/// stats live, and what to do.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowEntry {
+    /// The flow's key, already masked (`key & mask`).
+    pub key: FlowKey,
     /// Index into the per-CPU flow stats array; allocated by userspace.
     pub slot: u32,
     pub flags: u32,
@@ -207,7 +229,14 @@ pub struct FlowEntry {
 
 impl Default for FlowEntry {
     fn default() -> Self {
-        FlowEntry { slot: 0, flags: 0, n_actions: 0, _pad: 0, actions: [Action::default(); MAX_ACTIONS] }
+        FlowEntry {
+            key: FlowKey::zeroed(),
+            slot: 0,
+            flags: 0,
+            n_actions: 0,
+            _pad: 0,
+            actions: [Action::default(); MAX_ACTIONS],
+        }
     }
 }
 
@@ -350,6 +379,7 @@ pub mod maps {
     pub const CONFIG: &str = "OXVS_CONFIG";
     pub const PORTS: &str = "OXVS_PORTS";
     pub const IFPORT: &str = "OXVS_IFPORT";
+    pub const IFPORT_ARRAY: &str = "OXVS_IFPORT_A";
     pub const TX_PORTS: &str = "OXVS_TX_PORTS";
     pub const UPCALLS: &str = "OXVS_UPCALLS";
     pub const BUCKETS: &str = "OXVS_BUCKETS";
@@ -357,9 +387,23 @@ pub mod maps {
     pub const SCRATCH: &str = "OXVS_SCRATCH";
     pub const EXEC: &str = "OXVS_EXEC";
     /// Every map, for pinning and takeover.
-    pub const ALL: [&str; 15] = [
-        FLOWS, MASKS, MASK_ORDER, MASK_HITS, FLOW_STATS, EMC, CONFIG, PORTS, IFPORT, TX_PORTS, UPCALLS, BUCKETS,
-        COUNTERS, SCRATCH, EXEC,
+    pub const ALL: [&str; 16] = [
+        FLOWS,
+        MASKS,
+        MASK_ORDER,
+        MASK_HITS,
+        FLOW_STATS,
+        EMC,
+        CONFIG,
+        PORTS,
+        IFPORT,
+        IFPORT_ARRAY,
+        TX_PORTS,
+        UPCALLS,
+        BUCKETS,
+        COUNTERS,
+        SCRATCH,
+        EXEC,
     ];
 }
 
@@ -374,6 +418,9 @@ pub const DEFAULT_MAX_MASKS: u32 = 128;
 /// Datapath port numbers are below this.
 pub const MAX_PORTS: u32 = 1024;
 pub const EMC_ENTRIES: u32 = 8192;
+/// ifindexes below this map to ports through an array (an inlined lookup);
+/// larger ones through the `IFPORT` hash.
+pub const IFPORT_ARRAY_SIZE: u32 = 4096;
 pub const UPCALL_RING_BYTES: u32 = 4 << 20;
 
 #[cfg(feature = "user")]

@@ -116,6 +116,8 @@ struct Maps {
     config: Array<MapData, DpConfig>,
     ports: Array<MapData, PortInfo>,
     ifport: HashMap<MapData, u32, u32>,
+    /// ifindex → port + 1 for small ifindexes (what the datapath reads first).
+    ifport_array: Array<MapData, u32>,
     tx: DevMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
     buckets: Array<MapData, UpcallBucket>,
@@ -289,6 +291,7 @@ impl EbpfDatapath {
             config: Array::try_from(Map::Array(m(abi::maps::CONFIG)?)).map_err(|e| conv("config", e))?,
             ports: Array::try_from(Map::Array(m(abi::maps::PORTS)?)).map_err(|e| conv("ports", e))?,
             ifport: HashMap::try_from(Map::HashMap(m(abi::maps::IFPORT)?)).map_err(|e| conv("ifport", e))?,
+            ifport_array: Array::try_from(Map::Array(m(abi::maps::IFPORT_ARRAY)?)).map_err(|e| conv("ifport", e))?,
             tx: DevMap::try_from(Map::DevMap(m(abi::maps::TX_PORTS)?)).map_err(|e| conv("tx ports", e))?,
             counters: PerCpuArray::try_from(Map::PerCpuArray(m(abi::maps::COUNTERS)?))
                 .map_err(|e| conv("counters", e))?,
@@ -406,6 +409,9 @@ impl EbpfDatapath {
         self.maps.ports.set(port_no, PortInfo { ifindex, _pad: 0 }, 0).map_err(|e| io_err("ports", e))?;
         self.maps.tx.set(port_no, ifindex, None, 0).map_err(|e| io_err("tx ports", e))?;
         self.maps.ifport.insert(ifindex, port_no, 0).map_err(|e| io_err("ifport", e))?;
+        if ifindex < IFPORT_ARRAY_SIZE {
+            self.maps.ifport_array.set(ifindex, port_no + 1, 0).map_err(|e| io_err("ifport", e))?;
+        }
         // A reused port number starts with a full upcall bucket.
         self.maps.buckets.set(port_no, UpcallBucket::default(), 0).map_err(|e| io_err("buckets", e))?;
         let attached = self.attach(ifname, ifindex, mode);
@@ -475,6 +481,9 @@ impl EbpfDatapath {
 
     fn forget_port(&mut self, port_no: u32, ifindex: u32) -> Result<(), DpError> {
         let _ = self.maps.ifport.remove(&ifindex);
+        if ifindex < IFPORT_ARRAY_SIZE {
+            let _ = self.maps.ifport_array.set(ifindex, 0, 0);
+        }
         let _ = self.maps.tx.set(port_no, 0, None, 0);
         self.maps.ports.set(port_no, PortInfo::default(), 0).map_err(|e| io_err("ports", e))
     }
@@ -563,7 +572,14 @@ impl EbpfDatapath {
 
     fn megaflow_key(&self, m: &FlowKey, key: &FlowKey) -> Option<MegaflowKey> {
         let id = *self.mask_ids.get(m)?;
-        Some(MegaflowKey { mask_id: id, _pad: 0, key: key.masked(m) })
+        Some(MegaflowKey { mask_id: id, _pad: 0, hash: masked_hash(key, m) })
+    }
+
+    /// The stored entry of exactly this flow (same mask, same masked key).
+    fn lookup_flow(&self, key: &FlowKey, mask: &FlowKey) -> Option<(MegaflowKey, FlowEntry)> {
+        let mk = self.megaflow_key(mask, key)?;
+        let e = self.maps.flows.get(&mk, 0).ok()?;
+        (e.key == key.masked(mask)).then_some((mk, e))
     }
 
     fn read_stats(&self, slot: u32) -> Result<FlowStatsSum, DpError> {
@@ -588,9 +604,17 @@ impl EbpfDatapath {
         modify: bool,
         clear: bool,
     ) -> Result<(), DpError> {
-        let entry_template = build_entry(key, mask, actions)?;
-        let existing = self.megaflow_key(mask, key).and_then(|mk| self.maps.flows.get(&mk, 0).ok().map(|e| (mk, e)));
-        match existing {
+        let entry_template = FlowEntry { key: key.masked(mask), ..build_entry(key, mask, actions)? };
+        if let Some(mk) = self.megaflow_key(mask, key) {
+            if let Ok(other) = self.maps.flows.get(&mk, 0) {
+                if other.key != entry_template.key {
+                    // 64-bit hashes of two keys of one mask collide: vanishingly
+                    // rare, and refused rather than mixed up.
+                    return Err(DpError::Invalid("flow hash collides with another flow of the same mask".into()));
+                }
+            }
+        }
+        match self.lookup_flow(key, mask) {
             Some((mk, old)) => {
                 if !modify {
                     return Err(DpError::FlowExists);
@@ -608,7 +632,7 @@ impl EbpfDatapath {
                 let slot = *self.free_slots.last().ok_or(DpError::TableFull(self.max_flows))?;
                 let id = self.mask_id_for(mask)?;
                 self.zero_stats(slot)?;
-                let mk = MegaflowKey { mask_id: id, _pad: 0, key: key.masked(mask) };
+                let mk = MegaflowKey { mask_id: id, _pad: 0, hash: masked_hash(key, mask) };
                 let entry = FlowEntry { slot, ..entry_template };
                 if let Err(e) = self.maps.flows.insert(mk, entry, 1 /* BPF_NOEXIST */) {
                     if self.mask_refs[id as usize] == 0 {
@@ -625,10 +649,9 @@ impl EbpfDatapath {
     }
 
     pub fn flow_get(&self, key: &FlowKey, mask: &FlowKey) -> Result<DpFlow, DpError> {
-        let mk = self.megaflow_key(mask, key).ok_or(DpError::NoSuchFlow)?;
-        let e = self.maps.flows.get(&mk, 0).map_err(|_| DpError::NoSuchFlow)?;
+        let (_, e) = self.lookup_flow(key, mask).ok_or(DpError::NoSuchFlow)?;
         Ok(DpFlow {
-            key: mk.key,
+            key: e.key,
             mask: *mask,
             actions: e.actions[..(e.n_actions as usize).min(MAX_ACTIONS)].to_vec(),
             tc_only: e.flags & FLOW_F_TC_ONLY != 0,
@@ -638,8 +661,7 @@ impl EbpfDatapath {
 
     /// Deletes a flow and returns its final stats.
     pub fn flow_del(&mut self, key: &FlowKey, mask: &FlowKey) -> Result<FlowStatsSum, DpError> {
-        let mk = self.megaflow_key(mask, key).ok_or(DpError::NoSuchFlow)?;
-        let e = self.maps.flows.get(&mk, 0).map_err(|_| DpError::NoSuchFlow)?;
+        let (mk, e) = self.lookup_flow(key, mask).ok_or(DpError::NoSuchFlow)?;
         self.maps.flows.remove(&mk).map_err(|_| DpError::NoSuchFlow)?;
         let stats = self.read_stats(e.slot)?;
         self.free_slots.push(e.slot);
@@ -671,7 +693,7 @@ impl EbpfDatapath {
                 None => self.maps.masks.get(&k.mask_id, 0).map_err(|e| io_err("masks", e))?.mask,
             };
             out.push(DpFlow {
-                key: k.key,
+                key: e.key,
                 mask,
                 actions: e.actions[..(e.n_actions as usize).min(MAX_ACTIONS)].to_vec(),
                 tc_only: e.flags & FLOW_F_TC_ONLY != 0,
