@@ -8,11 +8,13 @@ use serde_json::{Value, json};
 pub struct OvsdbError {
     pub tag: &'static str,
     pub details: String,
+    /// For syntax errors, the JSON text that was wrong (OVS's "syntax" member).
+    pub syntax: Option<String>,
 }
 
 impl OvsdbError {
     pub fn new(tag: &'static str, details: impl Into<String>) -> Self {
-        OvsdbError { tag, details: details.into() }
+        OvsdbError { tag, details: details.into(), syntax: None }
     }
     pub fn syntax(details: impl Into<String>) -> Self {
         Self::new("syntax error", details)
@@ -20,8 +22,17 @@ impl OvsdbError {
     pub fn constraint(details: impl Into<String>) -> Self {
         Self::new("constraint violation", details)
     }
+    /// Records the offending JSON, as OVS reports it.
+    pub fn with_syntax(mut self, v: &Value) -> Self {
+        self.syntax = Some(v.to_string());
+        self
+    }
+
     pub fn to_json(&self) -> Value {
-        json!({"error": self.tag, "details": self.details})
+        match &self.syntax {
+            Some(s) => json!({"error": self.tag, "details": self.details, "syntax": s}),
+            None => json!({"error": self.tag, "details": self.details}),
+        }
     }
 }
 

@@ -210,6 +210,8 @@ fn is_id(s: &str) -> bool {
 }
 
 struct OpParser<'v> {
+    /// The operation, for the error's "syntax" member.
+    op: &'v Value,
     obj: Option<&'v Map<String, Value>>,
     name: String,
     used: HashSet<&'static str>,
@@ -219,6 +221,7 @@ struct OpParser<'v> {
 impl<'v> OpParser<'v> {
     fn new(v: &'v Value, i: usize, n: usize) -> Self {
         let mut p = OpParser {
+            op: v,
             obj: v.as_object(),
             name: format!("ovsdb operation {i} of {n}"),
             used: HashSet::new(),
@@ -233,7 +236,8 @@ impl<'v> OpParser<'v> {
     /// Records the first error only.
     fn raise(&mut self, msg: impl AsRef<str>) {
         if self.error.is_none() {
-            self.error = Some(OvsdbError::syntax(format!("Parsing {} failed: {}", self.name, msg.as_ref())));
+            self.error =
+                Some(OvsdbError::syntax(format!("Parsing {} failed: {}", self.name, msg.as_ref())).with_syntax(self.op));
         }
     }
 
