@@ -279,6 +279,10 @@ pub fn execute<H: Hook>(h: &mut H, flow: &FlowEntry, s: &mut Scratch, lay: Layou
         maps::count(counter::DROP_ACTION);
         return Verdict::Drop;
     }
+    // The common case, a flow that only forwards: no loop to set up.
+    if n == 1 && flow.actions[0].kind == OUTPUT {
+        return h.output(flow.actions[0].arg, true).unwrap_or(Verdict::Drop);
+    }
     let et = u16::from_be(s.key.eth_type);
     s.exec = ExecState {
         c: Ctx {
