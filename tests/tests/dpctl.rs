@@ -44,10 +44,10 @@ fn flow_table_through_the_cli() {
     // Stats count and --clear zeroes them.
     t.dpctl_ok(&["add-flow", "in_port(3),eth()", "2"]);
     // One frame from C (a raw one: a ping would leave ARP retries behind).
-    let f = oxvs_system_tests::frame::udp_frame(t.mac_b, t.mac_c, [10, 0, 0, 3], [10, 0, 0, 2], 1, 2, b"x");
-    oxvs_system_tests::RawSock::open(&t.c, "eth0").send(&f);
+    let frame_c = oxvs_system_tests::frame::udp_frame(t.mac_b, t.mac_c, [10, 0, 0, 3], [10, 0, 0, 2], 1, 2, b"x");
+    oxvs_system_tests::RawSock::open(&t.c, "eth0").send(&frame_c);
     std::thread::sleep(std::time::Duration::from_millis(100));
-    assert_eq!(t.flow_stats("in_port(3),"), (1, f.len() as u64));
+    assert_eq!(t.flow_stats("in_port(3),"), (1, frame_c.len() as u64));
     t.dpctl_ok(&["mod-flow", "--clear", "in_port(3),eth()", "2"]);
     assert_eq!(t.flow_stats("in_port(3),"), (0, 0));
 
