@@ -181,11 +181,7 @@ impl Atom {
 
 /// Reals that are whole numbers are written as integers, as OVS does ("%.17g").
 pub fn real_to_json(r: f64) -> Value {
-    if r.fract() == 0.0 && r.abs() < 1e17 {
-        json!(r as i64)
-    } else {
-        json!(r)
-    }
+    if r.fract() == 0.0 && r.abs() < 1e17 { json!(r as i64) } else { json!(r) }
 }
 
 pub fn uuid_from_json(v: &Value, symbols: Option<&Symbols>) -> Result<Uuid> {
@@ -196,9 +192,7 @@ pub fn uuid_from_json(v: &Value, symbols: Option<&Symbols>) -> Result<Uuid> {
     match arr[0].as_str() {
         Some("uuid") => parse_uuid(s).ok_or_else(|| OvsdbError::syntax(format!("\"{s}\" is not a valid UUID"))),
         Some("named-uuid") => match symbols {
-            Some(sy) => {
-                sy.get(s).copied().ok_or_else(|| OvsdbError::syntax(format!("unknown named-uuid \"{s}\"")))
-            }
+            Some(sy) => sy.get(s).copied().ok_or_else(|| OvsdbError::syntax(format!("unknown named-uuid \"{s}\""))),
             None => Err(OvsdbError::syntax("named-uuid not allowed here")),
         },
         _ => Err(bad()),

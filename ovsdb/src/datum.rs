@@ -82,10 +82,9 @@ impl Datum {
                 let items = body.as_array().ok_or_else(|| OvsdbError::syntax(format!("bad map {}", brief(v))))?;
                 let mut pairs = Vec::with_capacity(items.len());
                 for it in items {
-                    let kv = it
-                        .as_array()
-                        .filter(|p| p.len() == 2)
-                        .ok_or_else(|| OvsdbError::syntax(format!("map element must be [KEY, VALUE], got {}", brief(it))))?;
+                    let kv = it.as_array().filter(|p| p.len() == 2).ok_or_else(|| {
+                        OvsdbError::syntax(format!("map element must be [KEY, VALUE], got {}", brief(it)))
+                    })?;
                     let k = Atom::from_json(t.key.atype, &kv[0], symbols)?;
                     let val = Atom::from_json(vt.atype, &kv[1], symbols)?;
                     t.key.check(&k)?;
@@ -148,7 +147,10 @@ impl Datum {
     pub fn to_json(&self) -> Value {
         match &self.values {
             Some(vals) => {
-                json!(["map", self.keys.iter().zip(vals).map(|(k, v)| json!([k.to_json(), v.to_json()])).collect::<Vec<_>>()])
+                json!([
+                    "map",
+                    self.keys.iter().zip(vals).map(|(k, v)| json!([k.to_json(), v.to_json()])).collect::<Vec<_>>()
+                ])
             }
             None if self.keys.len() == 1 => self.keys[0].to_json(),
             None => json!(["set", self.keys.iter().map(Atom::to_json).collect::<Vec<_>>()]),

@@ -511,9 +511,8 @@ impl Monitor {
     /// A V1 monitor accepts the request and changes nothing (its `"where"`
     /// are not even parsed), as in OVS.
     pub fn change_condition(&mut self, db: &Database, requests: &Value) -> Result<Option<Value>> {
-        let reqs = requests
-            .as_object()
-            .ok_or_else(|| OvsdbError::syntax("monitor-cond-change-requests must be object"))?;
+        let reqs =
+            requests.as_object().ok_or_else(|| OvsdbError::syntax("monitor-cond-change-requests must be object"))?;
         let mut changes: Vec<(String, Condition)> = Vec::new();
         for (tname, rv) in reqs {
             if !db.schema.tables.contains_key(tname) {
@@ -566,7 +565,8 @@ impl Monitor {
                 for (uuid, row) in t.rows() {
                     // As OVS: the row compared with itself, the old
                     // condition deciding "before" and the new one "after".
-                    if let Some(u) = self.row_update(mt, Some(row), Some(row), false, Some(&old_cond), Some(&new_cond)) {
+                    if let Some(u) = self.row_update(mt, Some(row), Some(row), false, Some(&old_cond), Some(&new_cond))
+                    {
                         add_row(&mut out, &tname, uuid, u);
                     }
                 }
@@ -764,7 +764,11 @@ mod tests {
     }
 
     fn update(db: &mut Database, u: Uuid, row: Value) -> Commit {
-        run(db, json!([{"op": "update", "table": "T", "where": [["_uuid", "==", ["uuid", u.to_string()]]], "row": row}])).0
+        run(
+            db,
+            json!([{"op": "update", "table": "T", "where": [["_uuid", "==", ["uuid", u.to_string()]]], "row": row}]),
+        )
+        .0
     }
 
     fn delete(db: &mut Database, u: Uuid) -> Commit {
@@ -883,7 +887,10 @@ mod tests {
         );
         // One-element diffs are bare atoms / one-pair maps.
         let c = update(&mut db, a, json!({"s": ["set", [2, 3]], "m": ["map", [["k2", "v2"], ["k3", "new"]]]}));
-        assert_eq!(m.update(&c).unwrap(), json!({"T": {a.to_string(): {"modify": {"s": 4, "m": ["map", [["k4", "v4"]]]}}}}));
+        assert_eq!(
+            m.update(&c).unwrap(),
+            json!({"T": {a.to_string(): {"modify": {"s": 4, "m": ["map", [["k4", "v4"]]]}}}})
+        );
         let (d, c) = insert(&mut db, json!({"n": 3, "b": false, "o": "y"}));
         assert_eq!(m.update(&c).unwrap(), json!({"T": {d.to_string(): {"insert": {"n": 3, "o": "y"}}}}));
         let c = delete(&mut db, d);
@@ -895,12 +902,18 @@ mod tests {
         let mut db = Database::new(schema());
         let (a, c) = insert(&mut db, json!({"name": "a"}));
         let m = mon(V2, &db, json!({"T": [{}], "U": {"columns": ["x"]}}));
-        assert_eq!(m.update(&c).unwrap(), json!({"T": {a.to_string(): {"insert": {"name": "a", "_version": ver(&db, a)}}}}));
+        assert_eq!(
+            m.update(&c).unwrap(),
+            json!({"T": {a.to_string(): {"insert": {"name": "a", "_version": ver(&db, a)}}}})
+        );
         // Any modification changes _version, so it is always reported.
         let c = update(&mut db, a, json!({"ref": ["set", []], "n": 4}));
         assert_eq!(m.update(&c).unwrap(), json!({"T": {a.to_string(): {"modify": {"n": 4, "_version": ver(&db, a)}}}}));
         let m = mon(V2, &db, json!({"T": {"columns": ["_uuid", "name"]}}));
-        assert_eq!(m.initial(&db), json!({"T": {a.to_string(): {"initial": {"_uuid": ["uuid", a.to_string()], "name": "a"}}}}));
+        assert_eq!(
+            m.initial(&db),
+            json!({"T": {a.to_string(): {"initial": {"_uuid": ["uuid", a.to_string()], "name": "a"}}}})
+        );
     }
 
     #[test]
@@ -987,7 +1000,10 @@ mod tests {
             e(&mut m, json!({"T": [{"where": [], "x": 1}]})).details,
             "Parsing table T failed: Member 'x' is present but not allowed here."
         );
-        assert_eq!(e(&mut m, json!({"T": [{"where": 1}]})).details, "Parsing table T failed: Type mismatch for member 'where'.");
+        assert_eq!(
+            e(&mut m, json!({"T": [{"where": 1}]})).details,
+            "Parsing table T failed: Type mismatch for member 'where'."
+        );
         assert_eq!(e(&mut m, json!({"T": [{"where": [["nope", "==", 1]]}]})).tag, "unknown column");
         assert_eq!(
             e(&mut m, json!({"U": [{"where": [false]}], "T": [{"where": [["nope", "==", 1]]}]})).tag,
@@ -1018,8 +1034,11 @@ mod tests {
     fn cond_change_select() {
         let mut db = Database::new(schema());
         let (a, _) = insert(&mut db, json!({"name": "a", "n": 1}));
-        let mut m =
-            mon(V3, &db, json!({"T": {"columns": ["name"], "where": [false], "select": {"insert": false, "initial": true}}}));
+        let mut m = mon(
+            V3,
+            &db,
+            json!({"T": {"columns": ["name"], "where": [false], "select": {"insert": false, "initial": true}}}),
+        );
         assert_eq!(m.initial(&db), json!({}));
         assert_eq!(m.change_condition(&db, &json!({"T": [{"where": [true]}]})).unwrap(), None);
         let u = m.change_condition(&db, &json!({"T": [{"where": [false]}]})).unwrap();
@@ -1050,10 +1069,7 @@ mod tests {
         );
         // After a's last change of s: b existed then, so it is a delete
         // (a's later change of an unmonitored column is not reported).
-        assert_eq!(
-            m.updates_since(&hist, &hist[3].0).unwrap(),
-            json!({"T": {b.to_string(): {"delete": null}}})
-        );
+        assert_eq!(m.updates_since(&hist, &hist[3].0).unwrap(), json!({"T": {b.to_string(): {"delete": null}}}));
         // (Above, tmp was inserted and deleted in between: not reported.)
         // After tmp's insertion: its deletion is.
         assert_eq!(
@@ -1083,9 +1099,18 @@ mod tests {
         assert_eq!(err(V2, json!({"X": {}})), se("no table named X"));
         assert_eq!(err(V2, json!({"T": 1})), se("Parsing table T failed: Object expected."));
         assert_eq!(err(V2, json!({"T": [1]})), se("Parsing table T failed: Object expected."));
-        assert_eq!(err(V2, json!({"T": {"columns": "name"}})), se("Parsing table T failed: Type mismatch for member 'columns'."));
-        assert_eq!(err(V2, json!({"T": {"select": []}})), se("Parsing table T failed: Type mismatch for member 'select'."));
-        assert_eq!(err(V1, json!({"T": {"where": []}})), se("Parsing table T failed: Member 'where' is present but not allowed here."));
+        assert_eq!(
+            err(V2, json!({"T": {"columns": "name"}})),
+            se("Parsing table T failed: Type mismatch for member 'columns'.")
+        );
+        assert_eq!(
+            err(V2, json!({"T": {"select": []}})),
+            se("Parsing table T failed: Type mismatch for member 'select'.")
+        );
+        assert_eq!(
+            err(V1, json!({"T": {"where": []}})),
+            se("Parsing table T failed: Member 'where' is present but not allowed here.")
+        );
         assert_eq!(
             err(V1, json!({"T": {"a": 1, "b": 2, "c": 3}})),
             se("Parsing table T failed: Member 'a' and 2 other members are present but not allowed here.")
@@ -1106,7 +1131,10 @@ mod tests {
             se("column n mentioned more than once")
         );
         assert!(err(V1, json!({"T": [{"columns": ["n"]}, {}]})).1.ends_with("mentioned more than once"));
-        assert_eq!(err(V2, json!({"T": {"where": [["nope", "==", 1]]}})), s("unknown column", "No column nope in table T."));
+        assert_eq!(
+            err(V2, json!({"T": {"where": [["nope", "==", 1]]}})),
+            s("unknown column", "No column nope in table T.")
+        );
         assert_eq!(err(V3, json!({"T": {"where": [["n", "==", "x"]]}})).0, "syntax error");
         // Fine: empty requests, empty column lists, implicit columns.
         let sc = schema();
@@ -1134,13 +1162,24 @@ mod tests {
     fn diff_semantics() {
         let st = Type::from_json(&json!({"key": "integer", "min": 0, "max": "unlimited"})).unwrap();
         let d = |v: Value, t: &Type| crate::db::datum_from_json(t, &v, None).unwrap();
-        assert_eq!(datum_diff(&d(json!(["set", [1, 2]]), &st), &d(json!(["set", [2, 3]]), &st), &st).to_json(), json!(["set", [1, 3]]));
-        assert_eq!(datum_diff(&d(json!(["set", []]), &st), &d(json!(["set", []]), &st), &st).to_json(), json!(["set", []]));
+        assert_eq!(
+            datum_diff(&d(json!(["set", [1, 2]]), &st), &d(json!(["set", [2, 3]]), &st), &st).to_json(),
+            json!(["set", [1, 3]])
+        );
+        assert_eq!(
+            datum_diff(&d(json!(["set", []]), &st), &d(json!(["set", []]), &st), &st).to_json(),
+            json!(["set", []])
+        );
         let ot = Type::from_json(&json!({"key": "integer", "min": 0, "max": 1})).unwrap();
         assert_eq!(datum_diff(&d(json!(1), &ot), &d(json!(["set", []]), &ot), &ot).to_json(), json!(["set", []]));
         let mt = Type::from_json(&json!({"key": "string", "value": "integer", "min": 0, "max": "unlimited"})).unwrap();
         assert_eq!(
-            datum_diff(&d(json!(["map", [["a", 1], ["b", 2]]]), &mt), &d(json!(["map", [["b", 3], ["c", 4]]]), &mt), &mt).to_json(),
+            datum_diff(
+                &d(json!(["map", [["a", 1], ["b", 2]]]), &mt),
+                &d(json!(["map", [["b", 3], ["c", 4]]]), &mt),
+                &mt
+            )
+            .to_json(),
             json!(["map", [["a", 1], ["b", 3], ["c", 4]]])
         );
         let rt = Type::scalar(crate::atom::AtomicType::Real);

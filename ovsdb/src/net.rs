@@ -221,7 +221,9 @@ fn listen_unixctl(path: &PathBuf, tx: mpsc::Sender<Event>) -> Result<(), String>
                 while let Ok(Some(Message::Request { method, params, id })) = c.recv().await {
                     let args: Vec<String> = params
                         .as_array()
-                        .map(|a| a.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect())
+                        .map(|a| {
+                            a.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect()
+                        })
                         .unwrap_or_default();
                     let (rtx, rrx) = oneshot::channel();
                     if tx.send(Event::Unixctl(method, args, rtx)).await.is_err() {
@@ -305,15 +307,15 @@ async fn core_loop(mut core: Core, mut rx: mpsc::Receiver<Event>, listeners: &mu
             return Err(e);
         }
         for (id, m) in core.take_outbox() {
-            if let Some((q, _)) = queues.get(&id) {
-                if let Err(e) = q.send(&m) {
-                    vlog::warn("jsonrpc", &format!("session {id}: {e}, dropping"));
-                    if let Some((q, kill)) = queues.remove(&id) {
-                        q.abort();
-                        let _ = kill.send(());
-                    }
-                    core.remove_session(id);
+            if let Some((q, _)) = queues.get(&id)
+                && let Err(e) = q.send(&m)
+            {
+                vlog::warn("jsonrpc", &format!("session {id}: {e}, dropping"));
+                if let Some((q, kill)) = queues.remove(&id) {
+                    q.abort();
+                    let _ = kill.send(());
                 }
+                core.remove_session(id);
             }
         }
         if remotes_changed {
@@ -337,9 +339,10 @@ async fn core_loop(mut core: Core, mut rx: mpsc::Receiver<Event>, listeners: &mu
 
 fn unixctl(core: &mut Core, listeners: &mut Listeners, cmd: &str, args: &[String]) -> Result<String, String> {
     match (cmd, args) {
-        ("list-commands", []) => {
-            Ok(format!("The available commands are:\n{}", COMMANDS.iter().map(|c| format!("  {c}\n")).collect::<String>()))
-        }
+        ("list-commands", []) => Ok(format!(
+            "The available commands are:\n{}",
+            COMMANDS.iter().map(|c| format!("  {c}\n")).collect::<String>()
+        )),
         ("version", []) => Ok(format!("ovsdb-server (oxvs) {}\n", env!("CARGO_PKG_VERSION"))),
         ("ovsdb-server/list-dbs", []) => Ok(core.db_names().iter().map(|n| format!("{n}\n")).collect()),
         ("ovsdb-server/list-remotes", []) => Ok(listeners.configured.iter().map(|r| format!("{r}\n")).collect()),
@@ -365,7 +368,9 @@ fn unixctl(core: &mut Core, listeners: &mut Listeners, cmd: &str, args: &[String
             if known {
                 Err(format!("\"{cmd}\" command takes a different number of arguments\n"))
             } else {
-                Err(format!("\"{cmd}\" is not a valid command (use \"list-commands\" to see a list of valid commands)\n"))
+                Err(format!(
+                    "\"{cmd}\" is not a valid command (use \"list-commands\" to see a list of valid commands)\n"
+                ))
             }
         }
     }

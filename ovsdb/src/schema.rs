@@ -38,7 +38,8 @@ pub struct DatabaseSchema {
 
 fn valid_id(s: &str) -> bool {
     let mut c = s.chars();
-    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_') && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
 /// `x.y.z` with decimal numbers.
@@ -80,13 +81,16 @@ impl TableSchema {
                 return Err(OvsdbError::syntax(format!("{name}.{cname}: invalid column name")));
             }
             let co = cv.as_object().ok_or_else(|| OvsdbError::syntax(format!("{name}.{cname}: expected an object")))?;
-            let t = co.get("type").ok_or_else(|| OvsdbError::syntax(format!("{name}.{cname}: \"type\" is required")))?;
+            let t =
+                co.get("type").ok_or_else(|| OvsdbError::syntax(format!("{name}.{cname}: \"type\" is required")))?;
             let type_ = Type::from_json(t).map_err(|e| OvsdbError::syntax(format!("{name}.{cname}: {}", e.details)))?;
             let flag = |k: &str, default: bool| -> Result<bool> {
                 match co.get(k) {
                     None => Ok(default),
                     Some(Value::Bool(b)) => Ok(*b),
-                    Some(x) => Err(OvsdbError::syntax(format!("{name}.{cname}: {k} must be a boolean, not {}", brief(x)))),
+                    Some(x) => {
+                        Err(OvsdbError::syntax(format!("{name}.{cname}: {k} must be a boolean, not {}", brief(x))))
+                    }
                 }
             };
             for k in co.keys() {
@@ -96,12 +100,21 @@ impl TableSchema {
             }
             columns.insert(
                 cname.clone(),
-                ColumnSchema { name: cname.clone(), type_, ephemeral: flag("ephemeral", false)?, mutable: flag("mutable", true)? },
+                ColumnSchema {
+                    name: cname.clone(),
+                    type_,
+                    ephemeral: flag("ephemeral", false)?,
+                    mutable: flag("mutable", true)?,
+                },
             );
         }
         let max_rows = match o.get("maxRows") {
             None => None,
-            Some(m) => Some(m.as_u64().filter(|m| *m >= 1).ok_or_else(|| OvsdbError::syntax(format!("table {name}: maxRows must be at least 1")))?),
+            Some(m) => Some(
+                m.as_u64()
+                    .filter(|m| *m >= 1)
+                    .ok_or_else(|| OvsdbError::syntax(format!("table {name}: maxRows must be at least 1")))?,
+            ),
         };
         let is_root = match o.get("isRoot") {
             None => None,
@@ -110,17 +123,24 @@ impl TableSchema {
         };
         let mut indexes = Vec::new();
         if let Some(ix) = o.get("indexes") {
-            let arr = ix.as_array().ok_or_else(|| OvsdbError::syntax(format!("table {name}: indexes must be an array")))?;
+            let arr =
+                ix.as_array().ok_or_else(|| OvsdbError::syntax(format!("table {name}: indexes must be an array")))?;
             for i in arr {
-                let cols = i.as_array().filter(|c| !c.is_empty()).ok_or_else(|| OvsdbError::syntax(format!("table {name}: an index is a non-empty array of column names")))?;
+                let cols = i.as_array().filter(|c| !c.is_empty()).ok_or_else(|| {
+                    OvsdbError::syntax(format!("table {name}: an index is a non-empty array of column names"))
+                })?;
                 let mut names = Vec::new();
                 for c in cols {
-                    let c = c.as_str().ok_or_else(|| OvsdbError::syntax(format!("table {name}: index column names are strings")))?;
+                    let c = c
+                        .as_str()
+                        .ok_or_else(|| OvsdbError::syntax(format!("table {name}: index column names are strings")))?;
                     let col = columns
                         .get(c)
                         .ok_or_else(|| OvsdbError::syntax(format!("table {name} has no column {c} (in index)")))?;
                     if col.ephemeral {
-                        return Err(OvsdbError::syntax(format!("table {name}: ephemeral column {c} cannot be indexed")));
+                        return Err(OvsdbError::syntax(format!(
+                            "table {name}: ephemeral column {c} cannot be indexed"
+                        )));
                     }
                     names.push(c.to_string());
                 }
@@ -169,7 +189,8 @@ impl TableSchema {
 impl DatabaseSchema {
     pub fn from_json(v: &Value) -> Result<DatabaseSchema> {
         let o = v.as_object().ok_or_else(|| OvsdbError::syntax("schema must be a JSON object"))?;
-        let name = o.get("name").and_then(Value::as_str).ok_or_else(|| OvsdbError::syntax("schema \"name\" is required"))?;
+        let name =
+            o.get("name").and_then(Value::as_str).ok_or_else(|| OvsdbError::syntax("schema \"name\" is required"))?;
         if !valid_id(name) {
             return Err(OvsdbError::syntax(format!("{name}: invalid database name")));
         }
@@ -184,8 +205,10 @@ impl DatabaseSchema {
             Some(Value::String(s)) => Some(s.clone()),
             Some(_) => return Err(OvsdbError::syntax("cksum must be a string")),
         };
-        let tables_json =
-            o.get("tables").and_then(Value::as_object).ok_or_else(|| OvsdbError::syntax("schema \"tables\" is required"))?;
+        let tables_json = o
+            .get("tables")
+            .and_then(Value::as_object)
+            .ok_or_else(|| OvsdbError::syntax("schema \"tables\" is required"))?;
         for k in o.keys() {
             if !["name", "version", "cksum", "tables", "doc"].contains(&k.as_str()) {
                 return Err(OvsdbError::syntax(format!("unknown schema member \"{k}\"")));
@@ -211,13 +234,13 @@ impl DatabaseSchema {
         for t in schema.tables.values() {
             for c in t.columns.values() {
                 for b in std::iter::once(&c.type_.key).chain(c.type_.value.as_ref()) {
-                    if let Some(rt) = &b.ref_table {
-                        if !schema.tables.contains_key(rt) {
-                            return Err(OvsdbError::syntax(format!(
-                                "{}.{}: refTable {rt} is not a table in the schema",
-                                t.name, c.name
-                            )));
-                        }
+                    if let Some(rt) = &b.ref_table
+                        && !schema.tables.contains_key(rt)
+                    {
+                        return Err(OvsdbError::syntax(format!(
+                            "{}.{}: refTable {rt} is not a table in the schema",
+                            t.name, c.name
+                        )));
                     }
                 }
             }
@@ -272,9 +295,18 @@ mod tests {
         for (v, needle) in [
             (json!({"name": "x", "version": "1.0.0", "tables": {"T": {"columns": {"c": {"type": "nope"}}}}}), "nope"),
             (json!({"name": "x", "version": "1.0", "tables": {}}), "x.y.z"),
-            (json!({"name": "x", "version": "1.0.0", "tables": {"T": {"columns": {"c": {"type": {"key": {"type": "uuid", "refTable": "U"}}}}}}}), "refTable U"),
-            (json!({"name": "x", "version": "1.0.0", "tables": {"T": {"columns": {"_c": {"type": "string"}}}}}), "invalid column"),
-            (json!({"name": "x", "version": "1.0.0", "tables": {"T": {"columns": {"c": {"type": "string"}}, "indexes": [["d"]]}}}), "no column d"),
+            (
+                json!({"name": "x", "version": "1.0.0", "tables": {"T": {"columns": {"c": {"type": {"key": {"type": "uuid", "refTable": "U"}}}}}}}),
+                "refTable U",
+            ),
+            (
+                json!({"name": "x", "version": "1.0.0", "tables": {"T": {"columns": {"_c": {"type": "string"}}}}}),
+                "invalid column",
+            ),
+            (
+                json!({"name": "x", "version": "1.0.0", "tables": {"T": {"columns": {"c": {"type": "string"}}, "indexes": [["d"]]}}}),
+                "no column d",
+            ),
         ] {
             let e = DatabaseSchema::from_json(&v).unwrap_err();
             assert!(e.details.contains(needle), "{e}");

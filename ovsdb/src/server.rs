@@ -95,13 +95,8 @@ impl Core {
             }
             dbs.insert(name, inst);
         }
-        let mut core = Core {
-            dbs,
-            sessions: HashMap::new(),
-            locks: BTreeMap::new(),
-            parked: Vec::new(),
-            outbox: Vec::new(),
-        };
+        let mut core =
+            Core { dbs, sessions: HashMap::new(), locks: BTreeMap::new(), parked: Vec::new(), outbox: Vec::new() };
         core.build_server_db()?;
         Ok(core)
     }
@@ -124,10 +119,7 @@ impl Core {
             })
             .collect();
         db.apply_log_record(&json!({"Database": table})).map_err(|e| format!("building _Server: {e}"))?;
-        self.dbs.insert(
-            "_Server".into(),
-            DbInstance { db, log: None, dirty: false },
-        );
+        self.dbs.insert("_Server".into(), DbInstance { db, log: None, dirty: false });
         Ok(())
     }
 
@@ -215,9 +207,11 @@ impl Core {
             return Err(syntax(format!("{method} request params must begin with <db-name>")));
         };
         if !self.dbs.contains_key(name) {
-            return Err(
-                OvsdbError::new("unknown database", format!("{method} request specifies unknown database {name}")).to_json()
-            );
+            return Err(OvsdbError::new(
+                "unknown database",
+                format!("{method} request specifies unknown database {name}"),
+            )
+            .to_json());
         }
         Ok(name.to_string())
     }
@@ -225,12 +219,8 @@ impl Core {
     // ---- transactions -------------------------------------------------
 
     fn transact(&mut self, from: SessionId, db: String, ops: Vec<Value>, id: Value, since: Instant) {
-        let locks: HashSet<String> = self
-            .locks
-            .iter()
-            .filter(|(_, q)| q.front() == Some(&from))
-            .map(|(n, _)| n.clone())
-            .collect();
+        let locks: HashSet<String> =
+            self.locks.iter().filter(|(_, q)| q.front() == Some(&from)).map(|(n, _)| n.clone()).collect();
         let has_lock = |n: &str| locks.contains(n);
         let ctx = TxnContext {
             has_lock: &has_lock,
@@ -317,10 +307,7 @@ impl Core {
 
     /// Expires parked transactions whose wait timed out.
     pub fn tick(&mut self) {
-        let due = self
-            .parked
-            .iter()
-            .any(|p| p.timeout_ms.is_some_and(|t| p.since.elapsed().as_millis() as u64 >= t));
+        let due = self.parked.iter().any(|p| p.timeout_ms.is_some_and(|t| p.since.elapsed().as_millis() as u64 >= t));
         if due {
             self.retry_parked(None);
         }
@@ -394,7 +381,9 @@ impl Core {
         s.monitors.insert(new, (db, p[1].clone(), m));
         if let Some(u) = upd {
             let note = match version {
-                MonitorVersion::V3 => Message::notification("update3", vec![p[1].clone(), json!(txn_id.to_string()), u]),
+                MonitorVersion::V3 => {
+                    Message::notification("update3", vec![p[1].clone(), json!(txn_id.to_string()), u])
+                }
                 _ => Message::notification("update2", vec![p[1].clone(), u]),
             };
             self.send(from, note);
@@ -459,10 +448,8 @@ impl Core {
         if q.is_empty() {
             self.locks.remove(name);
         }
-        if was_owner {
-            if let Some(n) = next {
-                self.send(n, Message::notification("locked", vec![json!(name)]));
-            }
+        if was_owner && let Some(n) = next {
+            self.send(n, Message::notification("locked", vec![json!(name)]));
         }
     }
 
@@ -474,7 +461,8 @@ impl Core {
         let mut done = Vec::new();
         for (name, inst) in self.dbs.iter_mut() {
             let Some(log) = inst.log.as_mut() else { continue };
-            if !force && !(log.grew_lots() && log.records_since_compaction() >= crate::log::COMPACT_MIN_RECORDS as usize) {
+            let grown = log.grew_lots() && log.records_since_compaction() >= crate::log::COMPACT_MIN_RECORDS as usize;
+            if !force && !grown {
                 continue;
             }
             let mut snap = inst.db.to_snapshot_json();
@@ -508,7 +496,11 @@ impl Core {
                 match a {
                     crate::atom::Atom::String(s) => out.push(s.to_string()),
                     crate::atom::Atom::Uuid(u) => {
-                        let rt = col.type_.key.ref_table.as_deref().or(col.type_.value.as_ref().and_then(|v| v.ref_table.as_deref()));
+                        let rt = col.type_.key.ref_table.as_deref().or(col
+                            .type_
+                            .value
+                            .as_ref()
+                            .and_then(|v| v.ref_table.as_deref()));
                         if let Some(target) = rt.and_then(|rt| inst.db.get(rt, u)).and_then(|r| r.get("target")) {
                             for k in &target.keys {
                                 if let Some(s) = k.as_str() {
@@ -529,7 +521,8 @@ impl Core {
 
 fn valid_id(s: &str) -> bool {
     let mut c = s.chars();
-    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_') && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
 /// A server id, fixed for the life of the process.

@@ -236,8 +236,9 @@ impl<'v> OpParser<'v> {
     /// Records the first error only.
     fn raise(&mut self, msg: impl AsRef<str>) {
         if self.error.is_none() {
-            self.error =
-                Some(OvsdbError::syntax(format!("Parsing {} failed: {}", self.name, msg.as_ref())).with_syntax(self.op));
+            self.error = Some(
+                OvsdbError::syntax(format!("Parsing {} failed: {}", self.name, msg.as_ref())).with_syntax(self.op),
+            );
         }
     }
 

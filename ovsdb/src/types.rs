@@ -109,7 +109,8 @@ impl BaseType {
                 }
                 "refTable" => {
                     only(AtomicType::Uuid)?;
-                    b.ref_table = Some(val.as_str().ok_or_else(|| OvsdbError::syntax("refTable must be a string"))?.into())
+                    b.ref_table =
+                        Some(val.as_str().ok_or_else(|| OvsdbError::syntax("refTable must be a string"))?.into())
                 }
                 "refType" => {
                     only(AtomicType::Uuid)?;
@@ -122,20 +123,20 @@ impl BaseType {
                 _ => return Err(OvsdbError::syntax(format!("unknown base type member \"{k}\""))),
             }
         }
-        if let (Some(a), Some(z)) = (b.min_integer, b.max_integer) {
-            if a > z {
-                return Err(OvsdbError::syntax(format!("minInteger {a} exceeds maxInteger {z}")));
-            }
+        if let (Some(a), Some(z)) = (b.min_integer, b.max_integer)
+            && a > z
+        {
+            return Err(OvsdbError::syntax(format!("minInteger {a} exceeds maxInteger {z}")));
         }
-        if let (Some(a), Some(z)) = (b.min_real, b.max_real) {
-            if a > z {
-                return Err(OvsdbError::syntax(format!("minReal {a} exceeds maxReal {z}")));
-            }
+        if let (Some(a), Some(z)) = (b.min_real, b.max_real)
+            && a > z
+        {
+            return Err(OvsdbError::syntax(format!("minReal {a} exceeds maxReal {z}")));
         }
-        if let (Some(a), Some(z)) = (b.min_length, b.max_length) {
-            if a > z {
-                return Err(OvsdbError::syntax(format!("minLength {a} exceeds maxLength {z}")));
-            }
+        if let (Some(a), Some(z)) = (b.min_length, b.max_length)
+            && a > z
+        {
+            return Err(OvsdbError::syntax(format!("minLength {a} exceeds maxLength {z}")));
         }
         Ok(b)
     }
@@ -183,31 +184,29 @@ impl BaseType {
         if a.atomic_type() != self.atype {
             return Err(OvsdbError::syntax(format!("expected {}, got {}", self.atype, a.atomic_type())));
         }
-        if let Some(e) = &self.enum_ {
-            if e.binary_search(a).is_err() {
-                return Err(OvsdbError::constraint(format!(
-                    "{} is not one of the allowed values ({})",
-                    a.to_json(),
-                    Datum { keys: e.clone(), values: None }.to_json()
-                )));
-            }
+        if let Some(e) = &self.enum_
+            && e.binary_search(a).is_err()
+        {
+            return Err(OvsdbError::constraint(format!(
+                "{} is not one of the allowed values ({})",
+                a.to_json(),
+                Datum { keys: e.clone(), values: None }.to_json()
+            )));
         }
         match a {
-            Atom::Integer(i) => {
-                if self.min_integer.is_some_and(|m| *i < m) || self.max_integer.is_some_and(|m| *i > m) {
-                    return Err(OvsdbError::constraint(format!(
-                        "{i} is not in the valid range {}",
-                        range_text(self.min_integer.map(|x| x.to_string()), self.max_integer.map(|x| x.to_string()))
-                    )));
-                }
+            Atom::Integer(i)
+                if (self.min_integer.is_some_and(|m| *i < m) || self.max_integer.is_some_and(|m| *i > m)) =>
+            {
+                return Err(OvsdbError::constraint(format!(
+                    "{i} is not in the valid range {}",
+                    range_text(self.min_integer.map(|x| x.to_string()), self.max_integer.map(|x| x.to_string()))
+                )));
             }
-            Atom::Real(r) => {
-                if self.min_real.is_some_and(|m| *r < m) || self.max_real.is_some_and(|m| *r > m) {
-                    return Err(OvsdbError::constraint(format!(
-                        "{r} is not in the valid range {}",
-                        range_text(self.min_real.map(|x| x.to_string()), self.max_real.map(|x| x.to_string()))
-                    )));
-                }
+            Atom::Real(r) if (self.min_real.is_some_and(|m| *r < m) || self.max_real.is_some_and(|m| *r > m)) => {
+                return Err(OvsdbError::constraint(format!(
+                    "{r} is not in the valid range {}",
+                    range_text(self.min_real.map(|x| x.to_string()), self.max_real.map(|x| x.to_string()))
+                )));
             }
             Atom::String(s) => {
                 let n = s.chars().count() as u64;
@@ -292,7 +291,10 @@ impl Type {
         let max = match o.get("max") {
             None => 1,
             Some(Value::String(s)) if s == "unlimited" => UNLIMITED,
-            Some(m) => m.as_u64().filter(|m| *m >= 1).ok_or_else(|| OvsdbError::syntax("max must be a positive integer or \"unlimited\""))?,
+            Some(m) => m
+                .as_u64()
+                .filter(|m| *m >= 1)
+                .ok_or_else(|| OvsdbError::syntax("max must be a positive integer or \"unlimited\""))?,
         };
         for k in o.keys() {
             if !["key", "value", "min", "max"].contains(&k.as_str()) {

@@ -24,7 +24,11 @@ struct Server {
 impl Server {
     fn start(real: bool, tag: &str) -> Server {
         need("ovsdb-tool");
-        let dir = std::env::temp_dir().join(format!("oxvsdb-{tag}-{}-{}", if real { "ovs" } else { "ox" }, std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "oxvsdb-{tag}-{}-{}",
+            if real { "ovs" } else { "ox" },
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("conf.db");
@@ -181,7 +185,11 @@ fn ovs_vsctl_sees_the_same() {
         if ["list", "find", "show"].iter().any(|c| args.contains(c)) {
             assert_eq!(lines(&a), lines(&b), "{args:?}");
         } else {
-            assert_eq!(norm(&String::from_utf8_lossy(&a.stdout)), norm(&String::from_utf8_lossy(&b.stdout)), "{args:?}");
+            assert_eq!(
+                norm(&String::from_utf8_lossy(&a.stdout)),
+                norm(&String::from_utf8_lossy(&b.stdout)),
+                "{args:?}"
+            );
         }
         assert_eq!(a.stderr.is_empty(), b.stderr.is_empty(), "{args:?}\nours: {}\nreal: {}", show(&a), show(&b));
     }

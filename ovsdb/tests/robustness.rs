@@ -3,7 +3,7 @@
 //! sessions keep working; a server killed with SIGKILL loses no transaction
 //! it acknowledged.
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufReader, Read, Write},
     os::unix::net::UnixStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -206,7 +206,10 @@ fn a_client_that_never_reads_does_not_stall_others() {
     let pad = "p".repeat(64 * 1024);
     let t = Instant::now();
     for i in 0..400 {
-        let r = c.call("transact", json!(["T", {"op": "insert", "table": "Item", "row": {"name": format!("{pad}{i}"), "n": i}}]));
+        let r = c.call(
+            "transact",
+            json!(["T", {"op": "insert", "table": "Item", "row": {"name": format!("{pad}{i}"), "n": i}}]),
+        );
         assert!(r["result"][0]["uuid"].is_array(), "{r}");
     }
     // 400 x 64 KiB of updates queued for a reader that never reads: the

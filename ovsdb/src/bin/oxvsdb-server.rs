@@ -36,7 +36,8 @@ const USAGE: &str = "usage: oxvsdb-server [DATABASE]... [--remote=punix:FILE|ptc
   [--pidfile[=FILE]] [--unixctl=SOCKET] [--log-file[=FILE]] [--detach] [--no-chdir]";
 
 fn parse(args: Vec<String>) -> Result<Opts, String> {
-    let mut o = Opts { dbs: Vec::new(), remotes: Vec::new(), pidfile: None, unixctl: None, log_file: None, detach: false };
+    let mut o =
+        Opts { dbs: Vec::new(), remotes: Vec::new(), pidfile: None, unixctl: None, log_file: None, detach: false };
     for a in args {
         if !a.starts_with('-') {
             o.dbs.push(PathBuf::from(a));
@@ -123,11 +124,11 @@ fn main() -> ExitCode {
         }
     };
     let ready = if opts.detach { detach() } else { None };
-    if let Some(l) = &opts.log_file {
-        if let Err(e) = vlog::set_log_file(l) {
-            eprintln!("oxvsdb-server: {}: {e}", l.display());
-            return ExitCode::from(1);
-        }
+    if let Some(l) = &opts.log_file
+        && let Err(e) = vlog::set_log_file(l)
+    {
+        eprintln!("oxvsdb-server: {}: {e}", l.display());
+        return ExitCode::from(1);
     }
     let core = match Core::open(&opts.dbs) {
         Ok(c) => c,
@@ -138,11 +139,11 @@ fn main() -> ExitCode {
     };
     let pid = std::process::id();
     let unixctl = opts.unixctl.clone().unwrap_or_else(|| rundir().join(format!("ovsdb-server.{pid}.ctl")));
-    if let Some(p) = &opts.pidfile {
-        if let Err(e) = std::fs::write(p, format!("{pid}\n")) {
-            eprintln!("oxvsdb-server: {}: {e}", p.display());
-            return ExitCode::from(1);
-        }
+    if let Some(p) = &opts.pidfile
+        && let Err(e) = std::fs::write(p, format!("{pid}\n"))
+    {
+        eprintln!("oxvsdb-server: {}: {e}", p.display());
+        return ExitCode::from(1);
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let result = rt.block_on(async {
