@@ -16,7 +16,6 @@ mod progs;
 mod report;
 mod rig;
 mod sender;
-mod test_run;
 mod topo;
 
 use std::time::Duration;

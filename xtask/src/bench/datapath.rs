@@ -10,6 +10,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::programs::ProgramInfo;
 use oxvs_dp_abi::{DP_F_NO_EMC, PROG_TC, PROG_XDP, PROG_XDP_EXEC, counter};
+use oxvs_userspace::dpif::test_run::{self, XDP_DROP, XDP_REDIRECT};
 
 use super::{
     Opts, flows,
@@ -17,7 +18,7 @@ use super::{
     report::{Method, Report},
     rig::{Kind, Rig},
     sender::{self, Sent},
-    test_run::{self, XDP_DROP, XDP_REDIRECT},
+
     topo::{self, MAC_A, MAC_B, SENDER_DEV},
 };
 use crate::root;
