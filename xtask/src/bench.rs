@@ -1,5 +1,5 @@
 //! `cargo xtask bench <name>`: benchmarks that measure oxvs against an anchor in
-//! the same run (see DESIGN.md §6). Only `datapath` exists so far.
+//! the same run (see DESIGN.md §6): `datapath` and `ovsdb`.
 //!
 //! `datapath` forwards 60-byte frames from a sender namespace to a sink
 //! namespace through a switch namespace, with the switch being, in turn:
@@ -9,9 +9,14 @@
 //! XDP program's own cost per packet (kernel bpf_stats and BPF_PROG_TEST_RUN),
 //! the CPU cost of the whole path per packet, verifier instruction counts, and
 //! the ratios the targets apply to; and writes `target/bench/datapath.json`.
+//!
+//! `ovsdb` measures oxvsdb-server against Open vSwitch's ovsdb-server: insert
+//! throughput, one big transaction, monitor fan-out, memory (see ovsdb.rs);
+//! it writes `target/bench/ovsdb.json`.
 mod datapath;
 mod flows;
 mod frame;
+mod ovsdb;
 mod progs;
 mod report;
 mod rig;
@@ -65,7 +70,8 @@ impl Opts {
 pub fn bench(args: &[String]) -> Result<()> {
     match args.split_first() {
         Some((name, rest)) if name == "datapath" => datapath::run(Opts::parse(rest)?),
-        Some((name, _)) => bail!("no benchmark named {name:?} (known: datapath)"),
-        None => bail!("usage: cargo xtask bench datapath [--secs N] [--runs N]"),
+        Some((name, rest)) if name == "ovsdb" => ovsdb::run(rest),
+        Some((name, _)) => bail!("no benchmark named {name:?} (known: datapath, ovsdb)"),
+        None => bail!("usage: cargo xtask bench datapath|ovsdb [--secs N] [--runs N]"),
     }
 }
