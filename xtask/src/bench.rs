@@ -37,8 +37,9 @@ pub struct Opts {
 }
 
 impl Opts {
-    fn parse(args: &[String]) -> Result<Opts> {
-        let mut o = Opts { secs: Duration::from_secs(3), runs: 5 };
+    /// `--secs N --runs N` for bench `name`, with its default seconds.
+    pub(crate) fn parse(name: &str, default_secs: f64, args: &[String]) -> Result<Opts> {
+        let mut o = Opts { secs: Duration::from_secs_f64(default_secs), runs: 5 };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -60,7 +61,7 @@ impl Opts {
                         .filter(|r| (1..=100).contains(r))
                         .with_context(|| format!("--runs {v}: expected a whole number in 1..=100"))?;
                 }
-                other => bail!("bench datapath: unknown option {other} (options: --secs N, --runs N)"),
+                other => bail!("bench {name}: unknown option {other} (options: --secs N, --runs N)"),
             }
         }
         Ok(o)
@@ -69,7 +70,7 @@ impl Opts {
 
 pub fn bench(args: &[String]) -> Result<()> {
     match args.split_first() {
-        Some((name, rest)) if name == "datapath" => datapath::run(Opts::parse(rest)?),
+        Some((name, rest)) if name == "datapath" => datapath::run(Opts::parse("datapath", 3.0, rest)?),
         Some((name, rest)) if name == "ovsdb" => ovsdb::run(rest),
         Some((name, _)) => bail!("no benchmark named {name:?} (known: datapath, ovsdb)"),
         None => bail!("usage: cargo xtask bench datapath|ovsdb [--secs N] [--runs N]"),

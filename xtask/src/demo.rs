@@ -52,8 +52,12 @@ impl Demo {
         for ns in [&self.sw, &self.a, &self.b] {
             self.cmd(&["ip", "netns", "add", ns])?;
         }
-        self.cmd(&["ip", "link", "add", "pa", "netns", &self.sw, "type", "veth", "peer", "name", "eth0", "netns", &self.a])?;
-        self.cmd(&["ip", "link", "add", "pb", "netns", &self.sw, "type", "veth", "peer", "name", "eth0", "netns", &self.b])?;
+        self.cmd(&[
+            "ip", "link", "add", "pa", "netns", &self.sw, "type", "veth", "peer", "name", "eth0", "netns", &self.a,
+        ])?;
+        self.cmd(&[
+            "ip", "link", "add", "pb", "netns", &self.sw, "type", "veth", "peer", "name", "eth0", "netns", &self.b,
+        ])?;
         for (ns, addr) in [(&self.a, "10.0.0.1/24"), (&self.b, "10.0.0.2/24")] {
             self.cmd(&["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"])?;
             self.cmd(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;

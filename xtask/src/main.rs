@@ -29,8 +29,13 @@ fn nightly_cargo() -> Command {
     let mut c = Command::new("rustup");
     c.args(["run", "nightly", "cargo"]);
     for (k, _) in std::env::vars() {
-        if k.starts_with("CARGO_") && k != "CARGO_HOME" || k.starts_with("RUSTUP_TOOLCHAIN") || k == "RUSTC"
-            || k == "RUSTDOC" || k == "RUSTFLAGS" || k == "RUSTC_WRAPPER" || k == "RUSTC_WORKSPACE_WRAPPER"
+        if k.starts_with("CARGO_") && k != "CARGO_HOME"
+            || k.starts_with("RUSTUP_TOOLCHAIN")
+            || k == "RUSTC"
+            || k == "RUSTDOC"
+            || k == "RUSTFLAGS"
+            || k == "RUSTC_WRAPPER"
+            || k == "RUSTC_WORKSPACE_WRAPPER"
         {
             c.env_remove(k);
         }

@@ -9,8 +9,16 @@ use crate::run;
 /// Debian packages the build, tests, demo and benchmarks use: the reference
 /// Open vSwitch, iproute2 (ip, tc), ethtool (GRO on veth peers), util-linux
 /// (nsenter), ping, bpftool, tcpdump for debugging.
-const PACKAGES: &[&str] =
-    &["openvswitch-switch", "openvswitch-common", "iproute2", "ethtool", "util-linux", "bpftool", "tcpdump", "iputils-ping"];
+const PACKAGES: &[&str] = &[
+    "openvswitch-switch",
+    "openvswitch-common",
+    "iproute2",
+    "ethtool",
+    "util-linux",
+    "bpftool",
+    "tcpdump",
+    "iputils-ping",
+];
 
 fn output(cmd: &mut Command) -> Option<String> {
     let o = cmd.output().ok()?;
@@ -55,10 +63,7 @@ fn bpf_linker() -> Result<()> {
         .with_context(|| format!("no {prefix}*.so in {}", libdir.display()))?;
     let lib = lib.trim_start_matches("lib").trim_end_matches(".so").to_string();
     eprintln!("setup: building bpf-linker against the nightly's LLVM {major} ({lib})");
-    let flags = format!(
-        "-L native={d} -l dylib={lib} -C link-arg=-Wl,-rpath,{d}",
-        d = libdir.display()
-    );
+    let flags = format!("-L native={d} -l dylib={lib} -C link-arg=-Wl,-rpath,{d}", d = libdir.display());
     let mut c = Command::new("cargo");
     c.env("RUSTFLAGS", flags).args([
         "install",

@@ -18,7 +18,6 @@ use super::{
     report::{Method, Report},
     rig::{Kind, Rig},
     sender::{self, Sent},
-
     topo::{self, MAC_A, MAC_B, SENDER_DEV},
 };
 use crate::root;

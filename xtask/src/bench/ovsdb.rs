@@ -23,7 +23,7 @@ mod server;
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{Context, Result, bail};
@@ -33,48 +33,11 @@ use self::{
     server::{Kind, Schema, Server},
 };
 use super::{
+    Opts,
     report::{Method, Ratio, Report},
     sender::{catch_interrupts, check_interrupted},
 };
 use crate::{root, run as run_cmd};
-
-struct Opts {
-    /// Length of each throughput run.
-    secs: Duration,
-    /// Repetitions of every measurement.
-    runs: usize,
-}
-
-impl Opts {
-    fn parse(args: &[String]) -> Result<Opts> {
-        let mut o = Opts { secs: Duration::from_secs_f64(1.5), runs: 5 };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
-            match a.as_str() {
-                "--secs" => {
-                    let v = value("--secs")?;
-                    let s: f64 = v
-                        .parse()
-                        .ok()
-                        .filter(|s: &f64| *s > 0.0 && *s <= 600.0)
-                        .with_context(|| format!("--secs {v}: expected a number of seconds in (0, 600]"))?;
-                    o.secs = Duration::from_secs_f64(s);
-                }
-                "--runs" => {
-                    let v = value("--runs")?;
-                    o.runs = v
-                        .parse()
-                        .ok()
-                        .filter(|r| (1..=100).contains(r))
-                        .with_context(|| format!("--runs {v}: expected a whole number in 1..=100"))?;
-                }
-                other => bail!("bench ovsdb: unknown option {other} (options: --secs N, --runs N)"),
-            }
-        }
-        Ok(o)
-    }
-}
 
 const CLIENTS: usize = 16;
 const BIG_PORTS: usize = 10_000;
@@ -346,7 +309,7 @@ fn print_targets(ts: &[Target]) {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let opts = Opts::parse(args)?;
+    let opts = super::Opts::parse("ovsdb", 1.5, args)?;
     catch_interrupts();
     server::remove_leftovers();
     let real = version("ovsdb-server")?;
