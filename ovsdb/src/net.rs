@@ -43,10 +43,16 @@ pub async fn run(core: Core, remotes: Vec<String>, unixctl: PathBuf) -> Result<(
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let mut listeners = Listeners { tx: tx.clone(), active: HashMap::new(), configured: remotes };
     listen_unixctl(&unixctl, tx.clone())?;
-    core_loop(core, rx, &mut listeners).await?;
-    listeners.active.values().for_each(|h| h.abort());
+    let r = core_loop(core, rx, &mut listeners).await;
+    // Like ovsdb-server on exit: close the listeners and remove their sockets.
+    for (remote, h) in listeners.active.drain() {
+        h.abort();
+        if let Some(p) = remote.strip_prefix("punix:") {
+            let _ = std::fs::remove_file(p);
+        }
+    }
     let _ = std::fs::remove_file(&unixctl);
-    Ok(())
+    r
 }
 
 struct Listeners {
