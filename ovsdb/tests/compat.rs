@@ -289,3 +289,42 @@ fn ovsdb_tool_reads_our_file() {
     }
     let _ = Path::new(&dir);
 }
+
+/// `--detach`, `--pidfile` and the unixctl socket as `ovs-appctl` uses them;
+/// on `exit` the server removes its socket, control socket and pidfile.
+#[test]
+fn detach_pidfile_and_ovs_appctl() {
+    need("ovs-appctl");
+    let dir = std::env::temp_dir().join(format!("oxvsdb-appctl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("conf.db");
+    assert!(Command::new("ovsdb-tool").arg("create").arg(&db).arg(SCHEMA).status().unwrap().success());
+    let (sock, ctl, pid) = (dir.join("db.sock"), dir.join("ctl"), dir.join("ovsdb-server.pid"));
+    let st = Command::new(env!("CARGO_BIN_EXE_oxvsdb-server"))
+        .arg(&db)
+        .arg(format!("--remote=punix:{}", sock.display()))
+        .arg(format!("--unixctl={}", ctl.display()))
+        .arg(format!("--pidfile={}", pid.display()))
+        .arg("--detach")
+        .status()
+        .unwrap();
+    assert!(st.success(), "--detach returned {st}");
+    let server_pid: i32 = std::fs::read_to_string(&pid).unwrap().trim().parse().unwrap();
+    assert!(sock.exists() && ctl.exists());
+    let appctl = |args: &[&str]| Command::new("ovs-appctl").arg("-t").arg(&ctl).args(args).output().unwrap();
+    let o = appctl(&["ovsdb-server/list-dbs"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "Open_vSwitch\n_Server\n");
+    let o = appctl(&["no-such-command"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not a valid command"));
+    assert!(appctl(&["exit"]).status.success());
+    let t = Instant::now();
+    // SAFETY: kill with signal 0 only checks whether the pid exists.
+    while unsafe { libc::kill(server_pid, 0) } == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "server still running after exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!sock.exists() && !ctl.exists() && !pid.exists(), "files left behind");
+    let _ = std::fs::remove_dir_all(&dir);
+}
