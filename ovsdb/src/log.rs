@@ -724,96 +724,43 @@ impl Drop for LockFile {
 }
 
 /// `fcntl` record locks, which is what OVS's lockfile.c uses. (`flock` locks
-/// would not conflict with them.) Declared by hand for the 64-bit Linux ABIs
-/// whose `struct flock` and constants are the generic ones.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-))]
+/// would not conflict with them.)
 mod sys {
     use std::fs::File;
     use std::io;
     use std::os::fd::AsRawFd;
 
-    #[repr(C)]
-    struct Flock {
-        l_type: i16,
-        l_whence: i16,
-        l_start: i64,
-        l_len: i64,
-        l_pid: i32,
-    }
-
-    const F_GETLK: i32 = 5;
-    const F_SETLK: i32 = 6;
-    const F_WRLCK: i16 = 1;
-    const F_UNLCK: i16 = 2;
-    const SEEK_SET: i16 = 0;
-
-    unsafe extern "C" {
-        fn fcntl(fd: i32, cmd: i32, ...) -> i32;
-    }
-
     pub enum LockError {
         Held(Option<i32>),
         Io(io::Error),
+    }
+
+    fn whole_file_write_lock() -> libc::flock {
+        // SAFETY: all-zero is a valid `struct flock`; the fields that matter are set below.
+        let mut l: libc::flock = unsafe { std::mem::zeroed() };
+        l.l_type = libc::F_WRLCK as _;
+        l.l_whence = libc::SEEK_SET as _;
+        l
     }
 
     /// Takes a write lock on all of `file` without waiting.
     pub fn try_write_lock(file: &File) -> Result<(), LockError> {
         let fd = file.as_raw_fd();
-        let mut l = Flock { l_type: F_WRLCK, l_whence: SEEK_SET, l_start: 0, l_len: 0, l_pid: 0 };
+        let mut l = whole_file_write_lock();
         // SAFETY: `fd` is open and `l` is a valid `struct flock`.
-        if unsafe { fcntl(fd, F_SETLK, &mut l as *mut Flock) } == 0 {
+        if unsafe { libc::fcntl(fd, libc::F_SETLK, &mut l) } == 0 {
             return Ok(());
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
-            Some(11 /* EAGAIN */) | Some(13 /* EACCES */) => {
-                let mut q = Flock { l_type: F_WRLCK, l_whence: SEEK_SET, l_start: 0, l_len: 0, l_pid: 0 };
+            Some(libc::EAGAIN) | Some(libc::EACCES) => {
+                let mut q = whole_file_write_lock();
                 // SAFETY: as above.
-                let ok = unsafe { fcntl(fd, F_GETLK, &mut q as *mut Flock) } == 0;
-                let pid = if ok && q.l_type != F_UNLCK && q.l_pid > 0 { Some(q.l_pid) } else { None };
+                let ok = unsafe { libc::fcntl(fd, libc::F_GETLK, &mut q) } == 0;
+                let pid = if ok && q.l_type != libc::F_UNLCK as libc::c_short && q.l_pid > 0 { Some(q.l_pid) } else { None };
                 Err(LockError::Held(pid))
             }
             _ => Err(LockError::Io(err)),
-        }
-    }
-}
-
-/// Elsewhere: `flock`, which excludes our own processes but not OVS's.
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-)))]
-mod sys {
-    use std::fs::{File, TryLockError};
-    use std::io;
-
-    pub enum LockError {
-        Held(Option<i32>),
-        Io(io::Error),
-    }
-
-    pub fn try_write_lock(file: &File) -> Result<(), LockError> {
-        match file.try_lock() {
-            Ok(()) => Ok(()),
-            Err(TryLockError::WouldBlock) => Err(LockError::Held(None)),
-            Err(TryLockError::Error(e)) => Err(LockError::Io(e)),
         }
     }
 }
