@@ -1049,16 +1049,7 @@ fn format_date_ms(ms: i64) -> String {
     let msec = ms % 1000;
     let days = secs.div_euclid(86400);
     let sod = secs.rem_euclid(86400);
-    // Days since 1970-01-01 to a civil date (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = oxvs_ovsdb::vlog::civil_from_days(days);
     format!(" {y}-{m:02}-{d:02} {:02}:{:02}:{:02}.{msec:03}", sod / 3600, sod / 60 % 60, sod % 60)
 }
 
