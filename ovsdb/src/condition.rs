@@ -258,17 +258,8 @@ impl Condition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::tests::test_schema;
+    use crate::db::tests::{test_row as row, test_schema};
 
-    fn row(v: Value) -> Row {
-        let schema = test_schema();
-        let ts = &schema.tables["Root"];
-        let mut r = Row::new_default(ts, Uuid::new_v4(), Uuid::new_v4());
-        for (k, val) in v.as_object().unwrap() {
-            r.columns.insert(k.clone(), datum_from_json(&ts.columns[k].type_, val, None).unwrap());
-        }
-        r
-    }
 
     fn cond(v: Value) -> Result<Condition> {
         let schema = test_schema();

@@ -622,6 +622,17 @@ pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A `Root` row of [`test_schema`] with the given columns set.
+    pub fn test_row(v: Value) -> Row {
+        let schema = test_schema();
+        let ts = &schema.tables["Root"];
+        let mut r = Row::new_default(ts, Uuid::new_v4(), Uuid::new_v4());
+        for (k, val) in v.as_object().unwrap() {
+            r.columns.insert(k.clone(), datum_from_json(&ts.columns[k].type_, val, None).unwrap());
+        }
+        r
+    }
+
     /// A small schema exercising every feature the engine checks.
     pub fn test_schema() -> Arc<DatabaseSchema> {
         let v = json!({
