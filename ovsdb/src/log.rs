@@ -149,6 +149,10 @@ pub enum LogError {
     NotObject,
     #[error("no record {index} to discard from (the log has {len})")]
     NoSuchRecord { index: usize, len: usize },
+    #[error("{path}: compaction already in progress")]
+    RewriteInProgress { path: String },
+    #[error("{path}: compaction was cancelled")]
+    RewriteCancelled { path: String },
 }
 
 impl LogError {
@@ -195,6 +199,11 @@ pub struct Log {
     read_error: Option<ReadError>,
     n_read: u64,
     n_written: u64,
+    /// While a rewrite (online compaction) is open: the records appended
+    /// since it started, to be copied into the new file when it finishes.
+    rewrite_tail: Option<Vec<Vec<u8>>>,
+    /// Counts rewrites started, so a cancelled one can't finish.
+    rewrite_gen: u64,
 }
 
 impl Log {
@@ -267,6 +276,8 @@ impl Log {
             read_error: None,
             n_read: 0,
             n_written: 0,
+            rewrite_tail: None,
+            rewrite_gen: 0,
         };
         let records = log.read_all(file_len)?;
         Ok((log, records))
@@ -331,6 +342,9 @@ impl Log {
         self.offset += bytes.len() as u64;
         self.n_written += 1;
         self.dirty = true;
+        if let Some(tail) = &mut self.rewrite_tail {
+            tail.push(bytes);
+        }
         Ok(())
     }
 
@@ -350,70 +364,109 @@ impl Log {
     /// stays open for appending after the new records. On failure the old
     /// file is untouched and still in use.
     pub fn replace(&mut self, records: &[Value]) -> Result<(), LogError> {
+        let mut rewrite = self.start_rewrite()?;
+        if let Err(e) = rewrite.write(records) {
+            self.abort_rewrite(rewrite);
+            return Err(e);
+        }
+        self.finish_rewrite(rewrite)
+    }
+
+    /// Starts an online compaction: creates `<name>.tmp` for the new log.
+    /// [`Rewrite::write`] fills it and may run on another thread while this
+    /// log keeps taking appends; [`Log::finish_rewrite`] copies those appends
+    /// over and swaps the files. Only one rewrite runs at a time.
+    pub fn start_rewrite(&mut self) -> Result<Rewrite, LogError> {
         self.check_writable()?;
-        if records.iter().any(|r| !r.is_object()) {
-            return Err(LogError::NotObject);
+        if self.rewrite_tail.is_some() {
+            return Err(LogError::RewriteInProgress { path: self.display.clone() });
         }
         let target = follow_symlinks(&self.path);
         let mut tmp_name = target.clone().into_os_string();
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
-        let tmp_display = tmp.display().to_string();
+        let display = tmp.display().to_string();
 
         match fs::remove_file(&tmp) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(LogError::io(&tmp_display, "remove", e)),
+            Err(e) => return Err(LogError::io(&display, "remove", e)),
         }
-        let new = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .mode(0o660)
             .open(&tmp)
-            .map_err(|e| LogError::io(&tmp_display, "create", e))?;
-
-        let written = (|| -> Result<(Vec<u64>, u64), LogError> {
-            // Keep the old file's permissions (OVS would leave 0660 & ~umask).
-            if let Ok(md) = self.file.metadata() {
-                let mode = md.permissions().mode() & 0o7777;
-                new.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(|e| LogError::io(&tmp_display, "chmod", e))?;
-            }
-            let mut starts = Vec::with_capacity(records.len());
-            let mut offset = 0u64;
-            let mut w = BufWriter::with_capacity(256 * 1024, &new);
-            for record in records {
-                let bytes = encode_record(record);
-                w.write_all(&bytes).map_err(|e| LogError::io(&tmp_display, "write", e))?;
-                starts.push(offset);
-                offset += bytes.len() as u64;
-            }
-            w.flush().map_err(|e| LogError::io(&tmp_display, "write", e))?;
-            drop(w);
-            new.sync_all().map_err(|e| LogError::io(&tmp_display, "fsync", e))?;
-            fs::rename(&tmp, &target)
-                .map_err(|e| LogError::io(&tmp_display, format!("rename to \"{}\"", target.display()), e))?;
-            Ok((starts, offset))
-        })();
-        let (starts, offset) = match written {
-            Ok(x) => x,
-            Err(e) => {
+            .map_err(|e| LogError::io(&display, "create", e))?;
+        // Keep the old file's permissions (OVS would leave 0660 & ~umask).
+        if let Ok(md) = self.file.metadata() {
+            let mode = md.permissions().mode() & 0o7777;
+            if let Err(e) = file.set_permissions(fs::Permissions::from_mode(mode)) {
                 let _ = fs::remove_file(&tmp);
-                return Err(e);
+                return Err(LogError::io(&display, "chmod", e));
             }
-        };
+        }
+        self.rewrite_tail = Some(Vec::new());
+        self.rewrite_gen += 1;
+        Ok(Rewrite { tmp, target, display, file, starts: Vec::new(), offset: 0, generation: self.rewrite_gen })
+    }
+
+    /// Ends a rewrite whose [`Rewrite::write`] succeeded: appends the records
+    /// this log took since [`Log::start_rewrite`], syncs the new file, renames
+    /// it over the old one and continues in it. On failure the old file is
+    /// untouched and still in use.
+    pub fn finish_rewrite(&mut self, mut rw: Rewrite) -> Result<(), LogError> {
+        if rw.generation != self.rewrite_gen || self.rewrite_tail.is_none() {
+            // Cancelled: its temporary file is gone or belongs to a newer rewrite.
+            return Err(LogError::RewriteCancelled { path: self.display.clone() });
+        }
+        let tail = self.rewrite_tail.take().unwrap_or_default();
+        let snapshot_end = rw.offset;
+        let done = (|| -> Result<(), LogError> {
+            for bytes in &tail {
+                rw.file.write_all_at(bytes, rw.offset).map_err(|e| LogError::io(&rw.display, "write", e))?;
+                rw.starts.push(rw.offset);
+                rw.offset += bytes.len() as u64;
+            }
+            rw.file.sync_all().map_err(|e| LogError::io(&rw.display, "fsync", e))?;
+            fs::rename(&rw.tmp, &rw.target)
+                .map_err(|e| LogError::io(&rw.display, format!("rename to \"{}\"", rw.target.display()), e))
+        })();
+        if let Err(e) = done {
+            let _ = fs::remove_file(&rw.tmp);
+            return Err(e);
+        }
         // The rename is done: the new file is the log now. Like OVS, a
         // failure to sync the directory is not reported.
-        let _ = sync_parent_dir(&target);
-        self.file = new;
-        self.starts = starts;
-        self.offset = offset;
-        self.base = offset;
+        let _ = sync_parent_dir(&rw.target);
+        self.file = rw.file;
+        self.starts = rw.starts;
+        self.offset = rw.offset;
+        self.base = snapshot_end;
         self.needs_truncate = false;
         self.dirty = false;
         self.read_error = None;
         Ok(())
+    }
+
+    /// Gives up a rewrite (its write failed, or it is no longer wanted):
+    /// removes the temporary file; the log goes on as if it never started.
+    pub fn abort_rewrite(&mut self, rw: Rewrite) {
+        if rw.generation == self.rewrite_gen && self.rewrite_tail.take().is_some() {
+            let _ = fs::remove_file(&rw.tmp);
+        }
+    }
+
+    /// Cancels the open rewrite without having its [`Rewrite`] (it is still
+    /// being written elsewhere): finishing it will fail and change nothing.
+    pub fn cancel_rewrite(&mut self) {
+        self.rewrite_tail = None;
+    }
+
+    /// Whether a rewrite started by [`Log::start_rewrite`] is still open.
+    pub fn rewrite_in_progress(&self) -> bool {
+        self.rewrite_tail.is_some()
     }
 
     /// Forgets the records from `index` on (as read or appended), as OVS's
@@ -500,6 +553,39 @@ impl Log {
     /// compaction.
     pub fn grew_lots(&self) -> bool {
         self.offset > COMPACT_MIN_LOG_SIZE && self.offset / 2 > self.base
+    }
+}
+
+/// The new file of an online compaction (see [`Log::start_rewrite`]). It owns
+/// its file, so [`Rewrite::write`] can run on a worker thread.
+pub struct Rewrite {
+    tmp: PathBuf,
+    /// The file the log really is (symlinks followed): what `tmp` replaces.
+    target: PathBuf,
+    display: String,
+    file: File,
+    starts: Vec<u64>,
+    offset: u64,
+    generation: u64,
+}
+
+impl Rewrite {
+    /// Writes `records` (the schema and a snapshot) and syncs them. The
+    /// slow part of a compaction: serialising, hashing and the fsync.
+    pub fn write(&mut self, records: &[Value]) -> Result<(), LogError> {
+        if records.iter().any(|r| !r.is_object()) {
+            return Err(LogError::NotObject);
+        }
+        let mut w = BufWriter::with_capacity(256 * 1024, &self.file);
+        for record in records {
+            let bytes = encode_record(record);
+            w.write_all(&bytes).map_err(|e| LogError::io(&self.display, "write", e))?;
+            self.starts.push(self.offset);
+            self.offset += bytes.len() as u64;
+        }
+        w.flush().map_err(|e| LogError::io(&self.display, "write", e))?;
+        drop(w);
+        self.file.sync_data().map_err(|e| LogError::io(&self.display, "fsync", e))
     }
 }
 
@@ -757,7 +843,8 @@ mod sys {
                 let mut q = whole_file_write_lock();
                 // SAFETY: as above.
                 let ok = unsafe { libc::fcntl(fd, libc::F_GETLK, &mut q) } == 0;
-                let pid = if ok && q.l_type != libc::F_UNLCK as libc::c_short && q.l_pid > 0 { Some(q.l_pid) } else { None };
+                let pid =
+                    if ok && q.l_type != libc::F_UNLCK as libc::c_short && q.l_pid > 0 { Some(q.l_pid) } else { None };
                 Err(LockError::Held(pid))
             }
             _ => Err(LockError::Io(err)),
@@ -1381,6 +1468,76 @@ mod tests {
         assert_eq!(tool_ok(&["db-name", link.to_str().unwrap()]).trim(), "Open_vSwitch");
         let (_log, read) = Log::open(&db, OpenMode::ReadOnly).unwrap();
         assert_eq!(read.len(), 1);
+    }
+
+    #[test]
+    fn online_rewrite_keeps_appends_made_meanwhile() {
+        if !have_ovs() {
+            return;
+        }
+        let dir = TempDir::new("rewrite");
+        let db = dir.path("w.db");
+        let schema = vswitch_schema();
+        let (mut log, _) = Log::open(&db, OpenMode::CreateExcl).unwrap();
+        log.append(&schema).unwrap();
+        for i in 0..10 {
+            log.append(&insert_record(&format!("77777777-7777-4777-8777-{i:012}"), &format!("old{i}"))).unwrap();
+        }
+        log.commit().unwrap();
+
+        let mut rw = log.start_rewrite().unwrap();
+        assert!(log.rewrite_in_progress());
+        assert!(matches!(log.start_rewrite(), Err(LogError::RewriteInProgress { .. })));
+        let snap_u = "88888888-8888-4888-8888-888888888888";
+        let mut tables = Map::new();
+        tables.insert("QoS".into(), json!({ snap_u: { "type": "snap" } }));
+        let snapshot = txn_record(tables, Some("compacting database online"), false, now_ms());
+        // The snapshot is written on another thread while the log takes a
+        // commit, which must survive into the new file.
+        let records = vec![schema.clone(), snapshot.clone()];
+        let worker = std::thread::spawn(move || rw.write(&records).map(|()| rw));
+        let during = "99999999-9999-4999-8999-999999999999";
+        log.append(&insert_record(during, "during")).unwrap();
+        log.commit().unwrap();
+        let rw = worker.join().unwrap().unwrap();
+        log.finish_rewrite(rw).unwrap();
+        assert!(!log.rewrite_in_progress());
+        assert!(!dir.path("w.db.tmp").exists());
+        assert_eq!(log.n_records(), 3);
+        assert_eq!(log.records_since_compaction(), 1);
+        assert_eq!(log.offset(), fs::metadata(&db).unwrap().len());
+
+        let after = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
+        log.append(&insert_record(after, "after")).unwrap();
+        log.commit().unwrap();
+        let out = select_all(&db);
+        assert!(out.contains("snap") && out.contains("during") && out.contains("after"), "{out}");
+        assert!(!out.contains("old3"), "{out}");
+        drop(log);
+        let (mut log, read) = Log::open(&db, OpenMode::ReadWrite).unwrap();
+        assert_eq!(read.len(), 4);
+        assert_eq!(read[1], snapshot);
+
+        // An abandoned rewrite leaves the log as it was.
+        let mut rw = log.start_rewrite().unwrap();
+        rw.write(&[schema.clone()]).unwrap();
+        log.abort_rewrite(rw);
+        assert!(!dir.path("w.db.tmp").exists());
+        log.append(&insert_record("bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb", "more")).unwrap();
+        log.commit().unwrap();
+        assert_eq!(log.n_records(), 5);
+        assert!(select_all(&db).contains("more"));
+        // A cancelled rewrite can't finish, and doesn't stop the next one.
+        let mut rw = log.start_rewrite().unwrap();
+        log.cancel_rewrite();
+        rw.write(&[schema.clone()]).unwrap();
+        log.replace(&[schema.clone(), snapshot.clone()]).unwrap();
+        assert!(matches!(log.finish_rewrite(rw), Err(LogError::RewriteCancelled { .. })));
+        assert_eq!(log.n_records(), 2);
+        drop(log);
+        let (_log, read) = Log::open(&db, OpenMode::ReadOnly).unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[1], snapshot);
     }
 
     #[test]

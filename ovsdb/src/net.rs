@@ -20,6 +20,7 @@ use tokio::{
 
 use crate::{
     jsonrpc::{BacklogLimits, Connection, Message, OutgoingQueue},
+    log::{LogError, Rewrite},
     server::{Core, SessionId},
     vlog,
 };
@@ -33,6 +34,8 @@ enum Event {
     Msg(SessionId, Message),
     Close(SessionId),
     Unixctl(String, Vec<String>, oneshot::Sender<Result<String, String>>),
+    /// An online compaction's file is written (or failed).
+    Compacted(String, Result<Rewrite, LogError>),
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -43,7 +46,7 @@ pub async fn run(core: Core, remotes: Vec<String>, unixctl: PathBuf) -> Result<(
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let mut listeners = Listeners { tx: tx.clone(), active: HashMap::new(), configured: remotes };
     listen_unixctl(&unixctl, tx.clone())?;
-    let r = core_loop(core, rx, &mut listeners).await;
+    let r = core_loop(core, rx, tx, &mut listeners).await;
     // Like ovsdb-server on exit: close the listeners and remove their sockets.
     for (remote, h) in listeners.active.drain() {
         h.abort();
@@ -255,14 +258,19 @@ const COMMANDS: &[&str] = &[
     "list-commands",
     "version",
     "ovsdb-server/add-remote REMOTE",
-    "ovsdb-server/compact [DB]...",
+    "ovsdb-server/compact [DB]",
     "ovsdb-server/list-dbs",
     "ovsdb-server/list-remotes",
     "ovsdb-server/remove-remote REMOTE",
 ];
 
 /// The core task: the only owner of the databases.
-async fn core_loop(mut core: Core, mut rx: mpsc::Receiver<Event>, listeners: &mut Listeners) -> Result<(), String> {
+async fn core_loop(
+    mut core: Core,
+    mut rx: mpsc::Receiver<Event>,
+    tx: mpsc::Sender<Event>,
+    listeners: &mut Listeners,
+) -> Result<(), String> {
     let mut queues: HashMap<SessionId, (OutgoingQueue, oneshot::Sender<()>)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut exit_reply: Option<oneshot::Sender<Result<String, String>>> = None;
@@ -303,6 +311,10 @@ async fn core_loop(mut core: Core, mut rx: mpsc::Receiver<Event>, listeners: &mu
                     let r = unixctl(&mut core, listeners, &cmd, &args);
                     let _ = reply.send(r);
                 }
+                Event::Compacted(db, written) => match core.finish_compaction(&db, written) {
+                    Ok(()) => vlog::info("ovsdb_server", &format!("{db}: compacted")),
+                    Err(e) => vlog::warn("ovsdb_server", &format!("{db}: compaction failed: {e}")),
+                },
             }
         }
         core.tick();
@@ -329,9 +341,15 @@ async fn core_loop(mut core: Core, mut rx: mpsc::Receiver<Event>, listeners: &mu
         }
         if last_compact_check.elapsed() > Duration::from_secs(60) {
             last_compact_check = Instant::now();
-            match core.compact(false) {
-                Ok(done) => done.iter().for_each(|d| vlog::info("ovsdb_server", &format!("{d}: compacted"))),
-                Err(e) => vlog::warn("ovsdb_server", &format!("compaction failed: {e}")),
+            // The snapshot is taken here; writing it is left to a worker
+            // thread so clients aren't held up (OVS 3.1 blocks on this for
+            // standalone databases).
+            for job in core.start_compactions() {
+                let tx = tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let (db, written) = job.run();
+                    let _ = tx.blocking_send(Event::Compacted(db, written));
+                });
             }
         }
         if let Some(r) = exit_reply.take() {
@@ -368,7 +386,8 @@ fn unixctl(core: &mut Core, listeners: &mut Listeners, cmd: &str, args: &[String
             listeners.refresh(core);
             Ok(String::new())
         }
-        ("ovsdb-server/compact", _) => core.compact(true).map(|_| String::new()),
+        ("ovsdb-server/compact", []) => core.compact(None).map(|_| String::new()),
+        ("ovsdb-server/compact", [db]) => core.compact(Some(db)).map(|_| String::new()),
         _ => {
             let known = COMMANDS.iter().any(|c| c.split_whitespace().next() == Some(cmd));
             if known {

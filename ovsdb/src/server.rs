@@ -21,10 +21,11 @@ use crate::{
     db::{Commit, Database},
     error::OvsdbError,
     jsonrpc::Message,
-    log::{Log, OpenMode, annotate_txn, now_ms},
+    log::{Log, LogError, OpenMode, Rewrite, annotate_txn, now_ms},
     monitor::{Monitor, MonitorVersion},
     schema::DatabaseSchema,
     txn::{self, TxnContext, TxnOutcome},
+    vlog,
 };
 
 pub type SessionId = u64;
@@ -41,6 +42,30 @@ pub const SERVER_SCHEMA: &str = r#"{"name": "_Server", "version": "1.2.0", "cksu
    "sid": {"type": {"key": {"type": "uuid"}, "min": 0, "max": 1}},
    "index": {"type": {"key": {"type": "integer"}, "min": 0, "max": 1}}},
   "isRoot": true}}}"#;
+
+/// The writing half of an online compaction (see [`Core::start_compactions`]).
+pub struct CompactionJob {
+    pub db: String,
+    rewrite: Rewrite,
+    records: Vec<Value>,
+}
+
+impl CompactionJob {
+    /// Writes and syncs the new log file; blocking, for a worker thread.
+    pub fn run(mut self) -> (String, Result<Rewrite, LogError>) {
+        let r = self.rewrite.write(&self.records).map(|()| self.rewrite);
+        (self.db, r)
+    }
+}
+
+/// The snapshot a compaction writes: the whole database as one record.
+fn snapshot_record(db: &Database) -> Value {
+    let mut snap = db.to_snapshot_json();
+    if let Some(o) = snap.as_object_mut() {
+        annotate_txn(o, Some("compacting database online"), false, now_ms());
+    }
+    snap
+}
 
 pub struct DbInstance {
     pub db: Database,
@@ -455,24 +480,75 @@ impl Core {
 
     // ---- maintenance --------------------------------------------------
 
-    /// Compacts every log that has grown enough (or all, with `force`): the
-    /// whole database written as one record after the schema.
-    pub fn compact(&mut self, force: bool) -> Result<Vec<String>, String> {
+    /// Compacts now, as `ovsdb-server/compact [DB]` asks: every database
+    /// with a log (or just `only`), the whole database written as one record
+    /// after the schema. An online compaction still being written is
+    /// cancelled first. Returns the names compacted.
+    pub fn compact(&mut self, only: Option<&str>) -> Result<Vec<String>, String> {
+        if only.is_some_and(|n| n.starts_with('_')) {
+            return Err("cannot compact built-in databases".into());
+        }
         let mut done = Vec::new();
+        let mut errors = String::new();
+        for (name, inst) in self.dbs.iter_mut() {
+            if only.is_some_and(|n| n != name) {
+                continue;
+            }
+            let Some(log) = inst.log.as_mut() else { continue };
+            log.cancel_rewrite();
+            let records = [inst.db.schema.to_json(), snapshot_record(&inst.db)];
+            match log.replace(&records) {
+                Ok(()) => done.push(name.clone()),
+                Err(e) => errors.push_str(&format!("{e}\n")),
+            }
+        }
+        if !errors.is_empty() {
+            Err(errors)
+        } else if done.is_empty() {
+            Err("no database by that name".into())
+        } else {
+            Ok(done)
+        }
+    }
+
+    /// Starts an online compaction of each log that has grown enough (as
+    /// OVS judges it) and has none running. The snapshot is taken here, from
+    /// the current state; the jobs do the slow part (serialising, writing,
+    /// fsync) and must be run off the core, then handed to
+    /// [`Core::finish_compaction`]. Commits in between go to the old log and
+    /// are carried over.
+    pub fn start_compactions(&mut self) -> Vec<CompactionJob> {
+        let mut jobs = Vec::new();
         for (name, inst) in self.dbs.iter_mut() {
             let Some(log) = inst.log.as_mut() else { continue };
             let grown = log.grew_lots() && log.records_since_compaction() >= crate::log::COMPACT_MIN_RECORDS as usize;
-            if !force && !grown {
+            if !grown || log.rewrite_in_progress() {
                 continue;
             }
-            let mut snap = inst.db.to_snapshot_json();
-            if let Some(o) = snap.as_object_mut() {
-                annotate_txn(o, Some("compacting database online"), false, now_ms());
+            match log.start_rewrite() {
+                Ok(rewrite) => jobs.push(CompactionJob {
+                    db: name.clone(),
+                    rewrite,
+                    records: vec![inst.db.schema.to_json(), snapshot_record(&inst.db)],
+                }),
+                Err(e) => vlog::warn("ovsdb_server", &format!("{name}: compaction failed: {e}")),
             }
-            log.replace(&[inst.db.schema.to_json(), snap]).map_err(|e| format!("{name}: {e}"))?;
-            done.push(name.clone());
         }
-        Ok(done)
+        jobs
+    }
+
+    /// Completes a job of [`Core::start_compactions`] after it ran.
+    pub fn finish_compaction(&mut self, db: &str, written: Result<Rewrite, LogError>) -> Result<(), String> {
+        let Some(log) = self.dbs.get_mut(db).and_then(|i| i.log.as_mut()) else {
+            return Err(format!("{db}: no such database"));
+        };
+        match written {
+            Ok(rw) => log.finish_rewrite(rw).map_err(|e| e.to_string()),
+            Err(e) => {
+                log.cancel_rewrite();
+                Err(e.to_string())
+            }
+        }
     }
 
     /// Database names (for ovsdb-server/list-dbs).
