@@ -8,6 +8,7 @@ pub mod condition;
 pub mod datum;
 pub mod db;
 pub mod error;
+pub mod idl;
 pub mod jsonrpc;
 pub mod log;
 pub mod monitor;
