@@ -19,6 +19,7 @@ pub mod server;
 pub mod txn;
 pub mod types;
 pub mod vlog;
+pub mod vswitch;
 
 pub use atom::{Atom, AtomicType};
 pub use datum::Datum;
