@@ -241,6 +241,9 @@ async fn transactions(real: bool) {
 
     // A Bridge with a Port and an Interface, referenced from Open_vSwitch.
     let mut txn = idl.txn();
+    // Touched first, so its update goes out before the inserts it refers to
+    // (a forward named-uuid reference, which OVS's IDL also produces).
+    txn.verify(idl.replica(), "Open_vSwitch", &ovs, "bridges");
     let iface = txn.insert("Interface");
     txn.write("Interface", &iface, "name", s("br2"));
     txn.write("Interface", &iface, "type", s("internal"));
@@ -250,7 +253,6 @@ async fn transactions(real: bool) {
     let br = txn.insert("Bridge");
     txn.write("Bridge", &br, "name", s("br2"));
     txn.write("Bridge", &br, "ports", Datum::scalar(Atom::Uuid(port)));
-    txn.verify(idl.replica(), "Open_vSwitch", &ovs, "bridges");
     let mut bridges = txn.read(idl.replica(), "Open_vSwitch", &ovs, "bridges").unwrap();
     bridges.keys.push(Atom::Uuid(br));
     txn.write("Open_vSwitch", &ovs, "bridges", bridges);

@@ -504,3 +504,190 @@ impl Prepared {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{atom::Atom, idl::UpdateFormat};
+
+    /// The vswitch schema with one Open_vSwitch row and one Bridge "br0".
+    fn setup() -> (Arc<DatabaseSchema>, Replica, Uuid, Uuid) {
+        let schema = Arc::new(crate::vswitch::schema());
+        let monitored: BTreeMap<String, Vec<String>> =
+            schema.tables.iter().map(|(t, ts)| (t.clone(), ts.columns.keys().cloned().collect())).collect();
+        let mut replica = Replica::new(&schema, &monitored).unwrap();
+        let (ovs, br) = (Uuid::new_v4(), Uuid::new_v4());
+        let init = json!({
+            "Open_vSwitch": {ovs.to_string(): {"initial": {"bridges": ["uuid", br.to_string()], "next_cfg": 4}}},
+            "Bridge": {br.to_string(): {"initial": {"name": "br0"}}},
+        });
+        replica.apply(UpdateFormat::V2, &init, &mut Vec::new()).unwrap();
+        (schema, replica, ovs, br)
+    }
+
+    fn txn(schema: &Arc<DatabaseSchema>) -> Txn {
+        Txn::new("Open_vSwitch".into(), schema.clone())
+    }
+
+    fn s(v: &str) -> Datum {
+        Datum::scalar(Atom::string(v))
+    }
+
+    #[test]
+    fn wire_form_of_insert_update_verify() {
+        let (schema, replica, ovs, br) = setup();
+        let mut t = txn(&schema);
+        t.verify(&replica, "Open_vSwitch", &ovs, "bridges");
+        let nb = t.insert("Bridge");
+        t.write("Bridge", &nb, "name", s("br1"));
+        t.write("Bridge", &nb, "stp_enable", Datum::scalar(Atom::Boolean(false))); // the default: not sent
+        let mut bridges = t.read(&replica, "Open_vSwitch", &ovs, "bridges").unwrap();
+        bridges.keys.push(Atom::Uuid(nb));
+        bridges.keys.sort();
+        t.write("Open_vSwitch", &ovs, "bridges", bridges.clone());
+        t.comment("a");
+        t.comment("b");
+        let p = t.prepare(&replica).unwrap().unwrap();
+        let name = row_name(&nb);
+        assert!(name.starts_with("row") && !name.contains('-'));
+        let mut refs: Vec<Value> = bridges
+            .keys
+            .iter()
+            .map(|a| match a.as_uuid().unwrap() {
+                u if u == nb => json!(["named-uuid", name]),
+                u => json!(["uuid", u.to_string()]),
+            })
+            .collect();
+        refs.sort_by_key(|v| v.to_string());
+        // Rows go out in the order the transaction first touched them.
+        let Value::Object(update) = &p.params[2] else { panic!() };
+        let mut sent = update["row"]["bridges"][1].as_array().unwrap().clone();
+        sent.sort_by_key(|v| v.to_string());
+        assert_eq!(sent, refs);
+        assert_eq!(p.params[0], json!("Open_vSwitch"));
+        assert_eq!(
+            p.params[1],
+            json!({"op": "wait", "table": "Open_vSwitch", "timeout": 0, "until": "==",
+                   "where": [["_uuid", "==", ["uuid", ovs.to_string()]]],
+                   "columns": ["bridges"], "rows": [{"bridges": ["uuid", br.to_string()]}]})
+        );
+        assert_eq!(p.params[3], json!({"op": "insert", "table": "Bridge", "uuid-name": name, "row": {"name": "br1"}}));
+        assert_eq!(update["op"], "update");
+        assert_eq!(update["where"], json!([["_uuid", "==", ["uuid", ovs.to_string()]]]));
+        assert_eq!(update["row"].as_object().unwrap().len(), 1, "only written columns");
+        assert_eq!(p.params[4], json!({"op": "comment", "comment": "a\nb"}));
+        assert_eq!(p.params.len(), 5);
+        assert_eq!(p.inserts, vec![(nb, 2)]);
+
+        // The reply maps the temporary uuid to the real one.
+        let real = Uuid::new_v4();
+        let out = p.outcome(Ok(json!([{}, {"count": 1}, {"uuid": ["uuid", real.to_string()]}, {}])));
+        assert_eq!(out.status, TxnStatus::Success);
+        assert_eq!(out.inserted[&nb], real);
+    }
+
+    #[test]
+    fn unchanged_delete_increment_dry_run() {
+        let (schema, replica, ovs, br) = setup();
+        // Same value, or nothing at all: nothing to send.
+        let mut t = txn(&schema);
+        t.write("Bridge", &br, "name", s("br0"));
+        assert!(t.prepare(&replica).unwrap().is_none());
+        assert!(txn(&schema).prepare(&replica).unwrap().is_none());
+        let mut t = txn(&schema);
+        t.verify(&replica, "Bridge", &br, "name");
+        t.comment("only a comment");
+        assert!(t.prepare(&replica).unwrap().is_none());
+
+        // Deleting a row of a non-root table is left to garbage collection;
+        // of a root table, it is a delete.
+        let mut t = txn(&schema);
+        t.delete("Bridge", &br);
+        assert!(t.prepare(&replica).unwrap().is_none());
+        assert_eq!(t.read(&replica, "Bridge", &br, "name"), None);
+        assert!(t.rows(&replica, "Bridge").is_empty());
+        t.delete("Open_vSwitch", &ovs);
+        let p = t.prepare(&replica).unwrap().unwrap();
+        assert_eq!(p.params[1], json!({"op": "delete", "table": "Open_vSwitch", "where": where_uuid(&ovs)}));
+
+        // Inserted then deleted: gone from the transaction.
+        let mut t = txn(&schema);
+        let q = t.insert("QoS");
+        assert_eq!(t.rows(&replica, "QoS"), vec![q]);
+        t.delete("QoS", &q);
+        assert!(t.is_empty());
+        assert!(t.rows(&replica, "QoS").is_empty());
+
+        // Increment: mutate + select after the changes, then abort (dry run).
+        let mut t = txn(&schema);
+        t.write("Bridge", &br, "name", s("br9"));
+        t.increment("Open_vSwitch", &ovs, "next_cfg");
+        t.set_dry_run(true);
+        let p = t.prepare(&replica).unwrap().unwrap();
+        assert_eq!(
+            p.params[2],
+            json!({"op": "mutate", "table": "Open_vSwitch", "where": where_uuid(&ovs), "mutations": [["next_cfg", "+=", 1]]})
+        );
+        assert_eq!(
+            p.params[3],
+            json!({"op": "select", "table": "Open_vSwitch", "where": where_uuid(&ovs), "columns": ["next_cfg"]})
+        );
+        assert_eq!(p.params[4], json!({"op": "abort"}));
+        let out = p.outcome(Ok(json!([{"count": 1}, {"count": 1}, {"rows": [{"next_cfg": 5}]}, {"error": "aborted"}])));
+        assert_eq!(out.status, TxnStatus::Success);
+        assert_eq!(out.increment_new_value, Some(5));
+        let out = p.outcome(Ok(json!([{"count": 1}, {"count": 0}, {"rows": []}, {"error": "aborted"}])));
+        assert!(matches!(out.status, TxnStatus::Error(_)), "a missing row for the increment is an error");
+    }
+
+    #[test]
+    fn singleton_insert_waits_for_an_empty_table() {
+        let (schema, replica, _, _) = setup();
+        let mut t = txn(&schema);
+        let ssl = t.insert("SSL");
+        t.write("SSL", &ssl, "private_key", s("k"));
+        let p = t.prepare(&replica).unwrap().unwrap();
+        assert_eq!(
+            p.params[1],
+            json!({"op": "wait", "table": "SSL", "where": [], "timeout": 0, "until": "==", "rows": []})
+        );
+        assert_eq!(p.inserts, vec![(ssl, 1)], "index into the results, which have no database name");
+    }
+
+    #[test]
+    fn reply_classification() {
+        let (schema, replica, _, br) = setup();
+        let mut t = txn(&schema);
+        t.write("Bridge", &br, "name", s("x"));
+        let p = t.prepare(&replica).unwrap().unwrap();
+        let st = |r: Result<Value, Value>| p.outcome(r).status;
+        assert_eq!(st(Ok(json!([{"error": "timed out", "details": "..."}, null]))), TxnStatus::TryAgain);
+        assert_eq!(st(Ok(json!([{}, null]))), TxnStatus::TryAgain);
+        assert_eq!(st(Ok(json!([{"error": "not owner"}]))), TxnStatus::NotLocked);
+        assert_eq!(st(Err(json!("canceled"))), TxnStatus::TryAgain);
+        assert_eq!(
+            st(Ok(json!([{"count": 1}, {"error": "constraint violation", "details": "dup"}]))),
+            TxnStatus::Error(r#"{"details":"dup","error":"constraint violation"}"#.into())
+        );
+        assert_eq!(st(Ok(json!({"x": 1}))), TxnStatus::Error(r#"{"x":1}"#.into()));
+        assert_eq!(st(Ok(json!([5]))), TxnStatus::Error("5".into()));
+        assert_eq!(st(Ok(json!([{"count": 1}]))), TxnStatus::Success);
+    }
+
+    #[test]
+    fn misuse_is_reported() {
+        let (schema, replica, _, br) = setup();
+        let mut t = txn(&schema);
+        t.write("Bridge", &br, "nope", s("x"));
+        assert!(t.prepare(&replica).unwrap_err().contains("nope"));
+        let mut t = txn(&schema);
+        t.insert("Nope");
+        assert!(t.prepare(&replica).is_err());
+        let mut t = txn(&schema);
+        t.delete("Bridge", &br);
+        t.write("Bridge", &br, "name", s("x"));
+        assert!(t.error().unwrap().contains("deleted"));
+    }
+}
