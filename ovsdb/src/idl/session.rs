@@ -324,6 +324,11 @@ async fn session(
                     continue;
                 }
                 let ev = match msg {
+                    // The database went away or changed schema under the
+                    // monitor: start over, which fetches the schema again.
+                    Message::Notification { method, .. } if method == "monitor_canceled" => {
+                        return ready(IdlError::Protocol("monitor canceled by the server".into()));
+                    }
                     Message::Notification { method, params } if method == "update" || method == "update2" => {
                         let fmt = if method == "update" { UpdateFormat::V1 } else { UpdateFormat::V2 };
                         match params.as_array().map(|p| p.as_slice()) {

@@ -24,6 +24,8 @@ pub enum TxnStatus {
     /// A `wait` failed (the replica was stale) or the connection dropped:
     /// re-read and retry.
     TryAgain,
+    /// OVS's TXN_ABORTED: a transaction its caller abandoned. `commit` never
+    /// reports it (a dry run that checks out is `Success`, as in OVS).
     Aborted,
     /// The transaction needed a lock the session does not hold.
     NotLocked,
