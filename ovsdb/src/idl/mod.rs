@@ -411,6 +411,15 @@ mod tests {
         c.send(&Message::response(json!({"A": {row: {"new": {"n": n}}}}), id)).await.unwrap();
     }
 
+    #[test]
+    fn idl_and_txn_can_move_between_tasks() {
+        fn send<T: Send + 'static>() {}
+        send::<Idl>();
+        send::<Txn>();
+        send::<Replica>();
+        send::<IdlError>();
+    }
+
     #[tokio::test]
     async fn echo_probe_monitor_fallback_and_reconnect() {
         let dir = TempDir(std::env::temp_dir().join(format!("oxvs-idl-unit-{}", std::process::id())));
