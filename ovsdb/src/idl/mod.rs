@@ -268,6 +268,8 @@ impl Idl {
     }
 
     /// Changes applied to the replica since the last call, oldest first.
+    /// The first connection's rows come as inserts; a reconnect's rebuild as
+    /// the difference to the replica before it.
     pub fn take_changes(&mut self) -> Vec<RowChange> {
         std::mem::take(&mut self.changes)
     }
@@ -402,6 +404,9 @@ mod tests {
         let (m, p, id) = next_request(c).await;
         assert_eq!((m.as_str(), p), ("get_schema", json!(["T"])));
         c.send(&Message::response(serde_json::from_str(SCHEMA).unwrap(), id)).await.unwrap();
+        let (m, p, id) = next_request(c).await;
+        assert_eq!((m.as_str(), p), ("set_db_change_aware", json!([true])));
+        c.send(&Message::error(json!("unknown method"), id)).await.unwrap();
         let (m, _, id) = next_request(c).await;
         assert_eq!(m, "monitor_cond");
         c.send(&Message::error(json!("unknown method"), id)).await.unwrap();
