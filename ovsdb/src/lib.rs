@@ -2,13 +2,15 @@
 //!
 //! Here so far: the data model — atoms, types with their constraints, datums
 //! (sets and maps) and schemas — read and written in OVS's JSON forms. The
-//! transaction engine, storage, server and client IDL build on it.
+//! transaction engine, storage, server and client IDL ([`idl`], with typed
+//! Open_vSwitch access in [`vswitch`]) build on it.
 pub mod atom;
 pub mod condition;
 pub mod data_string;
 pub mod datum;
 pub mod db;
 pub mod error;
+pub mod idl;
 pub mod jsonrpc;
 pub mod log;
 pub mod monitor;
@@ -19,6 +21,7 @@ pub mod server;
 pub mod txn;
 pub mod types;
 pub mod vlog;
+pub mod vswitch;
 
 pub use atom::{Atom, AtomicType};
 pub use datum::Datum;
