@@ -3,6 +3,7 @@
 //! link named `ovsdb-tool`) the offline database tool. The vsctl, ofctl and
 //! appctl tools arrive with their issues; until then they say so and fail.
 mod dpctl;
+mod ovs_hmap;
 mod ovsdb_tool;
 mod table;
 

@@ -1323,96 +1323,11 @@ fn ordered_records(path: &str, n: usize) -> Option<Vec<OJ>> {
     Some(out)
 }
 
-/// OVS's `hash_string(s, 0)` (`hash_bytes`, the murmur-based version that
-/// generic x86-64 and most other builds use).
-fn ovs_hash_string(s: &[u8]) -> u32 {
-    fn mhash_add(hash: u32, data: u32) -> u32 {
-        let mut h = hash;
-        if data != 0 {
-            h ^= data.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
-        }
-        h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
-    }
-    fn mhash_finish(mut h: u32) -> u32 {
-        h ^= h >> 16;
-        h = h.wrapping_mul(0x85eb_ca6b);
-        h ^= h >> 13;
-        h = h.wrapping_mul(0xc2b2_ae35);
-        h ^ (h >> 16)
-    }
-    let mut h = 0u32;
-    let mut chunks = s.chunks_exact(4);
-    for c in &mut chunks {
-        h = mhash_add(h, u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-    }
-    let rem = chunks.remainder();
-    if !rem.is_empty() {
-        let mut t = [0u8; 4];
-        t[..rem.len()].copy_from_slice(rem);
-        h = mhash_add(h, u32::from_le_bytes(t));
-    }
-    mhash_finish(h ^ s.len() as u32)
-}
-
-/// OVS's `hmap` (include/openvswitch/hmap.h), for the order in which it
-/// iterates: buckets in index order, each bucket's chain from its head,
-/// where insertions go; it grows its buckets as `hmap_insert` does.
-struct HashMapEmu<T> {
-    mask: usize,
-    /// Each chain is kept tail first, so that pushing adds at its head.
-    buckets: Vec<Vec<(T, usize)>>,
-    n: usize,
-}
-
-impl<T> Default for HashMapEmu<T> {
-    fn default() -> Self {
-        HashMapEmu { mask: 0, buckets: vec![Vec::new()], n: 0 }
-    }
-}
-
-impl<T> HashMapEmu<T> {
-    fn calc_mask(capacity: usize) -> usize {
-        let mut mask = capacity / 2;
-        mask |= mask >> 1;
-        mask |= mask >> 2;
-        mask |= mask >> 4;
-        mask |= mask >> 8;
-        mask |= mask >> 16;
-        mask |= mask >> 32;
-        mask | ((mask & 1) << 1)
-    }
-
-    fn insert(&mut self, item: T, hash: usize) {
-        self.buckets[hash & self.mask].push((item, hash));
-        self.n += 1;
-        if self.n / 2 > self.mask {
-            let new_mask = Self::calc_mask(self.n);
-            if new_mask > self.mask {
-                let mut new: Vec<Vec<(T, usize)>> = (0..=new_mask).map(|_| Vec::new()).collect();
-                for chain in std::mem::take(&mut self.buckets) {
-                    for (item, hash) in chain.into_iter().rev() {
-                        new[hash & new_mask].push((item, hash));
-                    }
-                }
-                self.buckets = new;
-                self.mask = new_mask;
-            }
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &T> {
-        self.buckets.iter().flat_map(|chain| chain.iter().rev().map(|(x, _)| x))
-    }
-}
-
 /// The members of a JSON object in the order OVS's `SHASH_FOR_EACH` visits
 /// them after its parser inserted them in file order.
 fn shash_iter(members: &[(String, OJ)]) -> Vec<(&String, &OJ)> {
-    let mut hm = HashMapEmu::default();
-    for (i, (k, _)) in members.iter().enumerate() {
-        hm.insert(i, ovs_hash_string(k.as_bytes()) as usize);
-    }
-    hm.iter().map(|&i| (&members[i].0, &members[i].1)).collect()
+    let order = crate::ovs_hmap::shash_order(members.iter().map(|(k, _)| k.as_str()));
+    order.into_iter().map(|i| (&members[i].0, &members[i].1)).collect()
 }
 
 #[cfg(test)]
