@@ -18,6 +18,7 @@ use std::{collections::HashMap, fmt::Write as _, fs, io::Write as _, path::Path,
 use oxvs_ovsdb::{
     DatabaseSchema, Datum, OvsdbError, Type,
     atom::Atom,
+    data_string,
     db::{Commit, Database, datum_from_json},
     log::{Log, LogError, OpenMode, ReadErrorKind, annotate_txn, now_ms},
     server::replay,
@@ -1080,35 +1081,7 @@ fn datum_string(d: &Datum, t: &Type) -> String {
 }
 
 fn atom_string(out: &mut String, a: &Atom) {
-    match a {
-        Atom::Integer(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Atom::Real(r) => out.push_str(&format_g15(*r)),
-        Atom::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
-        Atom::Uuid(u) => {
-            let _ = write!(out, "{u}");
-        }
-        Atom::String(s) => {
-            if string_needs_quotes(s) {
-                json_string(out, s);
-            } else {
-                out.push_str(s);
-            }
-        }
-    }
-}
-
-fn string_needs_quotes(s: &str) -> bool {
-    let b = s.as_bytes();
-    match b.first() {
-        Some(c) if c.is_ascii_alphabetic() || *c == b'_' => {}
-        _ => return true,
-    }
-    if !b[1..].iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')) {
-        return true;
-    }
-    s == "true" || s == "false" || oxvs_ovsdb::atom::parse_uuid(s).is_some()
+    out.push_str(&data_string::atom_to_string(a));
 }
 
 // ---------------------------------------------------------------------------
@@ -1129,7 +1102,7 @@ fn write_json(out: &mut String, v: &Value) {
             if let Some(i) = n.as_i64() {
                 let _ = write!(out, "{i}");
             } else {
-                out.push_str(&format_g15(n.as_f64().unwrap_or(0.0)));
+                out.push_str(&data_string::real_to_string(n.as_f64().unwrap_or(0.0)));
             }
         }
         Value::String(s) => json_string(out, s),
@@ -1160,48 +1133,7 @@ fn write_json(out: &mut String, v: &Value) {
 }
 
 fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// C's `printf("%.15g", x)`.
-fn format_g15(x: f64) -> String {
-    const P: i32 = 15;
-    if x.is_nan() {
-        return if x.is_sign_negative() { "-nan" } else { "nan" }.into();
-    }
-    if x.is_infinite() {
-        return if x < 0.0 { "-inf" } else { "inf" }.into();
-    }
-    if x == 0.0 {
-        return if x.is_sign_negative() { "-0" } else { "0" }.into();
-    }
-    let sci = format!("{:.*e}", (P - 1) as usize, x);
-    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let strip = |s: &str| -> String {
-        if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s.to_string() }
-    };
-    if !(-4..P).contains(&exp) {
-        format!("{}e{}{:02}", strip(mant), if exp < 0 { '-' } else { '+' }, exp.abs())
-    } else {
-        strip(&format!("{:.*}", (P - 1 - exp) as usize, x))
-    }
+    out.push_str(&data_string::json_quote(s));
 }
 
 // ---------------------------------------------------------------------------
@@ -1335,38 +1267,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn g15() {
-        for (x, s) in [
-            (0.1, "0.1"),
-            (2.0, "2"),
-            (1e20, "1e+20"),
-            (1.5e-7, "1.5e-07"),
-            (123456789012345678.0, "1.23456789012346e+17"),
-            (-3.25, "-3.25"),
-            (0.0001, "0.0001"),
-            (1.0 / 3.0, "0.333333333333333"),
-            (100000000000000.0, "100000000000000"),
-            (1e15, "1e+15"),
-        ] {
-            assert_eq!(format_g15(x), s, "{x}");
-        }
-    }
-
-    #[test]
     fn dates() {
         assert_eq!(format_date_ms(0), " 1970-01-01 00:00:00.000");
         assert_eq!(format_date_ms(1_795_509_191_968), " 2026-11-24 08:33:11.968");
         assert_eq!(format_date_ms(951_782_400_123), " 2000-02-29 00:00:00.123");
-    }
-
-    #[test]
-    fn quoting() {
-        assert!(!string_needs_quotes("br0"));
-        assert!(!string_needs_quotes("linux-htb"));
-        assert!(string_needs_quotes("100"));
-        assert!(string_needs_quotes("true"));
-        assert!(string_needs_quotes(""));
-        assert!(string_needs_quotes("a b"));
-        assert!(string_needs_quotes("0f2d1c3e-6d1a-4c52-8f3a-aa00bb11cc22"));
     }
 }
