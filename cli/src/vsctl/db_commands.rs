@@ -569,10 +569,13 @@ pub fn cmd_create(ctx: &mut Context) -> CmdResult {
         }
         None => {
             if !table.is_root {
-                super::warn(&format!(
-                    "applying \"create\" command to table {} without --id option will have no effect",
-                    table.name
-                ));
+                super::warn(
+                    "db_ctl_base",
+                    &format!(
+                        "applying \"create\" command to table {} without --id option will have no effect",
+                        table.name
+                    ),
+                );
             }
             ctx.insert(&table.name)
         }
@@ -596,7 +599,7 @@ pub fn cmd_destroy(ctx: &mut Context) -> CmdResult {
         return fail("--all and --if-exists should not be specified together");
     }
     if !delete_all && ctx.argv.len() == 2 {
-        super::warn("either --all or records argument should be specified");
+        super::warn("db_ctl_base", "either --all or records argument should be specified");
         return Ok(());
     }
     if delete_all {

@@ -12,12 +12,10 @@ mod commands;
 mod config_commands;
 mod context;
 mod db_commands;
-mod idl_shim;
 mod options;
 mod show;
 
-// The IDL this tool runs on (see idl_shim.rs).
-use idl_shim as idl;
+use oxvs_ovsdb::idl;
 
 use std::{process::ExitCode, sync::OnceLock, time::Duration};
 
@@ -46,20 +44,6 @@ pub fn vswitch_schema() -> DatabaseSchema {
     vswitch_schema_ref().clone()
 }
 
-/// Text of an OS error without Rust's " (os error N)" suffix, like strerror.
-pub fn errno_text(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => {
-            let s = std::io::Error::from_raw_os_error(code).to_string();
-            match s.rfind(" (os error ") {
-                Some(i) => s[..i].to_string(),
-                None => s,
-            }
-        }
-        None => e.to_string(),
-    }
-}
-
 /// OVS's process_escape_args: words joined by spaces, quoted when needed.
 pub fn process_escape_args(words: &[String]) -> String {
     let mut out = String::new();
@@ -83,13 +67,19 @@ pub fn process_escape_args(words: &[String]) -> String {
     out
 }
 
+/// Sequence number of the next log message. ovs-vsctl logs "Called as ..."
+/// (not shown on the console) first when its commands may write, so its
+/// first warning is then number 2.
+static LOG_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
 /// A warning on stderr in the form OVS's console log uses.
-pub fn warn(text: &str) {
+pub fn warn(module: &str, text: &str) {
+    let seq = LOG_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let secs =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
     let (y, m, d) = oxvs_ovsdb::vlog::civil_from_days(secs.div_euclid(86400));
     let t = secs.rem_euclid(86400);
-    eprintln!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z|00001|vsctl|WARN|{text}", t / 3600, t / 60 % 60, t % 60);
+    eprintln!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z|{seq:05}|{module}|WARN|{text}", t / 3600, t / 60 % 60, t % 60);
 }
 
 fn default_db() -> String {
@@ -133,6 +123,9 @@ pub fn main(prog: &str, args: Vec<String>) -> ExitCode {
             return fatal(&e);
         }
     }
+    if cmds.iter().any(|c| c.syntax.mode == Mode::ReadWrite) {
+        LOG_SEQ.store(2, std::sync::atomic::Ordering::Relaxed);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fatal(&format!("cannot start the runtime: {e}")),
@@ -151,7 +144,7 @@ pub fn main(prog: &str, args: Vec<String>) -> ExitCode {
     match result {
         // Like ovs-vsctl's alarm: die of SIGALRM.
         None => {
-            warn("terminating with signal 14 (Alarm clock)");
+            warn("fatal_signal", "terminating with signal 14 (Alarm clock)");
             // SAFETY: restoring the default disposition and raising a signal
             // in a single-threaded process.
             unsafe {
@@ -181,9 +174,10 @@ enum Attempt {
 async fn connect(db: &str, retry: bool) -> Result<Idl, Flow> {
     let mut backoff = Duration::from_secs(1);
     loop {
-        match Idl::connect(db, IdlOptions { database: "Open_vSwitch".into(), ..Default::default() }).await {
+        let options = IdlOptions { database: "Open_vSwitch".into(), reconnect: retry, ..Default::default() };
+        match Idl::connect(db, options).await {
             Ok(idl) => return Ok(idl),
-            Err(e) if !retry => return Err(Flow::Error(format!("{db}: database connection failed ({e})"))),
+            Err(e) if !retry => return Err(Flow::Error(format!("{db}: {e}"))),
             Err(_) => {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(8));
@@ -295,19 +289,26 @@ async fn do_vsctl(idl: &mut Idl, g: &GlobalOptions, cmds: &[ParsedCommand], args
         }
         if !sym.strong_ref {
             if !sym.weak_ref {
-                warn(&format!(
-                    "row id \"{name}\" was created but no reference to it was inserted, so it will not actually appear in the database"
-                ));
+                warn(
+                    "vsctl",
+                    &format!(
+                        "row id \"{name}\" was created but no reference to it was inserted, so it will not actually appear in the database"
+                    ),
+                );
             } else {
-                warn(&format!(
-                    "row id \"{name}\" was created but only a weak reference to it was inserted, so it will not actually appear in the database"
-                ));
+                warn(
+                    "vsctl",
+                    &format!(
+                        "row id \"{name}\" was created but only a weak reference to it was inserted, so it will not actually appear in the database"
+                    ),
+                );
             }
         }
     }
 
     let mut txn = ctx.txn;
-    if g.wait_for_reload && !txn.is_empty() {
+    if g.wait_for_reload {
+        // Sent only along with some other change (OVS: force=false).
         txn.increment("Open_vSwitch", &ovs, "next_cfg");
     }
     let outcome = idl.commit(txn).await.map_err(|e| Flow::Error(e.to_string()))?;
@@ -329,7 +330,6 @@ async fn do_vsctl(idl: &mut Idl, g: &GlobalOptions, cmds: &[ParsedCommand], args
     }
     let wait_for =
         (g.wait_for_reload && outcome.status == TxnStatus::Success).then(|| outcome.increment_new_value.unwrap_or(0));
-    let _ = cmds.iter().any(|c| c.syntax.mode == Mode::ReadWrite);
     Ok(Attempt::Done { outputs, wait_for })
 }
 
