@@ -430,3 +430,53 @@ fn waits_for_next_cfg_until_cur_cfg_catches_up() {
     let o = s.run(true, &["--no-wait", "list-br"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "br0\n");
 }
+
+#[test]
+fn concurrent_runs_lose_no_update() {
+    // Every add-port verifies the bridge's port list; when another run
+    // changed it first the commit fails with "try again" and the commands
+    // are run again on the new contents.
+    let s = Server::start(false);
+    assert!(s.run(true, &["--no-wait", "add-br", "br0"]).status.success());
+    let children: Vec<Child> = (0..10)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_oxvs"))
+                .args(["vsctl", &format!("--db=unix:{}", s.sock.display()), "--no-wait", "add-port", "br0"])
+                .arg(format!("c{i}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = s.run(false, &["--no-wait", "list-ports", "br0"]);
+    let want: String = {
+        let mut v: Vec<String> = (0..10).map(|i| format!("c{i}\n")).collect();
+        v.sort();
+        v.concat()
+    };
+    assert_eq!(String::from_utf8_lossy(&o.stdout), want);
+}
+
+#[test]
+fn wait_until_waits_for_another_client() {
+    let s = Server::start(false);
+    assert!(s.run(true, &["--no-wait", "add-br", "br0"]).status.success());
+    let child = Command::new(env!("CARGO_BIN_EXE_oxvs"))
+        .args(["vsctl", &format!("--db=unix:{}", s.sock.display()), "--timeout=20", "wait-until", "bridge", "br0"])
+        .arg("other_config:ready=yes")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut child = child;
+    assert!(child.try_wait().unwrap().is_none(), "wait-until returned before the condition held");
+    assert!(s.run(false, &["--no-wait", "set", "bridge", "br0", "other_config:ready=yes"]).status.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
