@@ -2,7 +2,8 @@
 //!
 //! Here so far: the data model — atoms, types with their constraints, datums
 //! (sets and maps) and schemas — read and written in OVS's JSON forms. The
-//! transaction engine, storage, server and client IDL build on it.
+//! transaction engine, storage, server and client IDL ([`idl`], with typed
+//! Open_vSwitch access in [`vswitch`]) build on it.
 pub mod atom;
 pub mod condition;
 pub mod data_string;

@@ -24,6 +24,8 @@ fn need(tool: &str) {
 /// A server (ours or OVS's) on a fresh database in its own directory.
 struct Server {
     real: bool,
+    /// An extra `ptcp:` remote on 127.0.0.1, if asked for.
+    tcp_port: Option<u16>,
     dir: PathBuf,
     child: Option<Child>,
     sock: PathBuf,
@@ -31,6 +33,10 @@ struct Server {
 
 impl Server {
     fn start(real: bool, tag: &str) -> Server {
+        Self::start_with(real, tag, None)
+    }
+
+    fn start_with(real: bool, tag: &str, tcp_port: Option<u16>) -> Server {
         need("ovsdb-tool");
         need("ovs-vsctl");
         let dir = std::env::temp_dir().join(format!(
@@ -43,7 +49,7 @@ impl Server {
         let o = Command::new("ovsdb-tool").arg("create").arg(dir.join("conf.db")).arg(SCHEMA).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let sock = dir.join("db.sock");
-        let mut s = Server { real, dir, child: None, sock };
+        let mut s = Server { real, tcp_port, dir, child: None, sock };
         s.spawn();
         let o = s.vsctl(&["init"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -57,6 +63,7 @@ impl Server {
         let child = Command::new(bin)
             .arg(self.dir.join("conf.db"))
             .arg(format!("--remote=punix:{}", self.sock.display()))
+            .args(self.tcp_port.map(|p| format!("--remote=ptcp:{p}:127.0.0.1")))
             .arg(format!("--unixctl={}", self.dir.join("ctl").display()))
             .arg("--no-chdir")
             .env("OVS_RUNDIR", &self.dir)
@@ -575,4 +582,69 @@ async fn vswitch_typed_ours() {
 #[tokio::test]
 async fn vswitch_typed_real() {
     vswitch_typed(true).await
+}
+
+/// The same over TCP.
+async fn tcp_remote(real: bool) {
+    // A port that was free a moment ago.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let srv = Server::start_with(real, "tcp", Some(port));
+    let remote = format!("tcp:127.0.0.1:{port}");
+    let t = Instant::now();
+    let mut idl = loop {
+        match Idl::connect(&remote, opts()).await {
+            Ok(idl) => break idl,
+            // The server may still be setting up its TCP listener.
+            Err(e) if t.elapsed() < Duration::from_secs(10) => {
+                eprintln!("{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{remote}: {e}"),
+        }
+    };
+    let ovs = ovs_row(&idl);
+    let mut txn = idl.txn();
+    let b = txn.insert("Bridge");
+    txn.write("Bridge", &b, "name", s("brt"));
+    let mut bridges = txn.read(idl.replica(), "Open_vSwitch", &ovs, "bridges").unwrap();
+    bridges.keys.push(Atom::Uuid(b));
+    txn.write("Open_vSwitch", &ovs, "bridges", bridges);
+    assert_eq!(idl.commit(txn).await.unwrap().status, TxnStatus::Success);
+    assert_eq!(bridge_names(&idl), ["brt"]);
+    assert_eq!(srv.vsctl_ok(&["list-br"]), "brt\n");
+}
+
+#[tokio::test]
+async fn tcp_remote_ours() {
+    tcp_remote(false).await
+}
+#[tokio::test]
+async fn tcp_remote_real() {
+    tcp_remote(true).await
+}
+
+/// The real ovsdb-server removes the database (the IDL is told with
+/// monitor_canceled, having asked with set_db_change_aware) and adds it back:
+/// the IDL keeps retrying and rebuilds its replica. Our server has no
+/// remove-db/add-db.
+#[tokio::test]
+async fn database_removed_and_added_real() {
+    let srv = Server::start(true, "removedb");
+    srv.vsctl_ok(&["add-br", "br0"]);
+    let o = IdlOptions { reconnect: true, max_backoff: Duration::from_secs(1), ..IdlOptions::default() };
+    let mut idl = Idl::connect(&srv.db(), o).await.unwrap();
+    let appctl = |args: &[&str]| {
+        let o = Command::new("ovs-appctl").arg("-t").arg(srv.dir.join("ctl")).args(args).output().unwrap();
+        assert!(o.status.success(), "ovs-appctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    appctl(&["ovsdb-server/remove-db", "Open_vSwitch"]);
+    let t = Instant::now();
+    while idl.is_connected() {
+        assert!(t.elapsed() < Duration::from_secs(10), "monitor_canceled not noticed");
+        let _ = tokio::time::timeout(Duration::from_millis(100), idl.wait_for_update()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    appctl(&["ovsdb-server/add-db", srv.dir.join("conf.db").to_str().unwrap()]);
+    wait_until(&mut idl, "reconnect", |i| i.is_connected()).await;
+    assert_eq!(bridge_names(&idl), ["br0"]);
 }

@@ -268,6 +268,8 @@ impl Idl {
     }
 
     /// Changes applied to the replica since the last call, oldest first.
+    /// The first connection's rows come as inserts; a reconnect's rebuild as
+    /// the difference to the replica before it.
     pub fn take_changes(&mut self) -> Vec<RowChange> {
         std::mem::take(&mut self.changes)
     }
@@ -373,5 +375,136 @@ impl Idl {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The session's protocol details against a scripted fake server.
+    use serde_json::json;
+    use tokio::net::UnixListener;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::jsonrpc::{Connection, Message};
+
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const SCHEMA: &str =
+        r#"{"name": "T", "version": "1.0.0", "tables": {"A": {"columns": {"n": {"type": "integer"}}}}}"#;
+
+    /// Receives the next request, answering nothing automatically.
+    async fn next_request(c: &mut Connection<tokio::net::UnixStream>) -> (String, Value, Value) {
+        match c.recv().await.unwrap().unwrap() {
+            Message::Request { method, params, id } => (method, params, id),
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    /// Serves get_schema, refuses monitor_cond, serves monitor with one row.
+    async fn handshake(c: &mut Connection<tokio::net::UnixStream>, row: &str, n: i64) {
+        let (m, p, id) = next_request(c).await;
+        assert_eq!((m.as_str(), p), ("get_schema", json!(["T"])));
+        c.send(&Message::response(serde_json::from_str(SCHEMA).unwrap(), id)).await.unwrap();
+        let (m, p, id) = next_request(c).await;
+        assert_eq!((m.as_str(), p), ("set_db_change_aware", json!([true])));
+        c.send(&Message::error(json!("unknown method"), id)).await.unwrap();
+        let (m, _, id) = next_request(c).await;
+        assert_eq!(m, "monitor_cond");
+        c.send(&Message::error(json!("unknown method"), id)).await.unwrap();
+        let (m, p, id) = next_request(c).await;
+        assert_eq!(m, "monitor");
+        assert_eq!(p, json!(["T", session::MONITOR_ID, {"A": [{"columns": ["n"]}]}]));
+        c.send(&Message::response(json!({"A": {row: {"new": {"n": n}}}}), id)).await.unwrap();
+    }
+
+    #[test]
+    fn idl_and_txn_can_move_between_tasks() {
+        fn send<T: Send + 'static>() {}
+        send::<Idl>();
+        send::<Txn>();
+        send::<Replica>();
+        send::<IdlError>();
+    }
+
+    #[tokio::test]
+    async fn echo_probe_monitor_fallback_and_reconnect() {
+        let dir = TempDir(std::env::temp_dir().join(format!("oxvs-idl-unit-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let sock = dir.0.join("s");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let row = Uuid::new_v4().to_string();
+        let server = {
+            let row = row.clone();
+            tokio::spawn(async move {
+                let (s, _) = listener.accept().await.unwrap();
+                let mut c = Connection::new(s);
+                handshake(&mut c, &row, 1).await;
+                // Our echo is answered.
+                c.send(&Message::request("echo", vec![json!("x")], json!("e1"))).await.unwrap();
+                match c.recv().await.unwrap().unwrap() {
+                    Message::Response { result, id } => assert_eq!((result, id), (json!(["x"]), json!("e1"))),
+                    other => panic!("{other:?}"),
+                }
+                c.send(&Message::notification(
+                    "update",
+                    vec![json!(session::MONITOR_ID), json!({"A": {row.clone(): {"old": {"n": 1}, "new": {"n": 2}}}})],
+                ))
+                .await
+                .unwrap();
+                // Silence: the client probes, and, unanswered, hangs up.
+                let (m, _, _) = next_request(&mut c).await;
+                assert_eq!(m, "echo");
+                assert!(c.recv().await.unwrap().is_none(), "client disconnects");
+                // Second session, after the backoff.
+                let (s, _) = listener.accept().await.unwrap();
+                let mut c = Connection::new(s);
+                handshake(&mut c, &row, 7).await;
+                // Keep the session open until the client goes.
+                while let Ok(Some(m)) = c.recv().await {
+                    if let Some(r) = m.echo_reply() {
+                        c.send(&r).await.unwrap();
+                    }
+                }
+            })
+        };
+        let opts = IdlOptions {
+            database: "T".into(),
+            probe_interval: Some(Duration::from_millis(200)),
+            max_backoff: Duration::from_secs(1),
+            ..IdlOptions::default()
+        };
+        let mut idl = Idl::connect(&format!("unix:{}", sock.display()), opts).await.unwrap();
+        let u: Uuid = row.parse().unwrap();
+        let n = |idl: &Idl| idl.replica().row("A", &u).unwrap().get("n").unwrap().keys[0].as_integer().unwrap();
+        assert_eq!(n(&idl), 1);
+        idl.wait_for_update().await.unwrap();
+        assert_eq!(n(&idl), 2);
+        let ch = idl.take_changes();
+        assert!(
+            matches!(&ch.last().unwrap().kind, ChangeKind::Modify { old } if old["n"].keys == [crate::Atom::Integer(1)])
+        );
+        let seq = idl.seqno();
+        // The probe, the disconnection, the reconnection with the new contents.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while n(&idl) != 7 {
+                idl.wait_for_update().await.unwrap();
+            }
+        })
+        .await
+        .expect("reconnected");
+        assert!(idl.is_connected());
+        assert!(idl.seqno() > seq);
+        let ch = idl.take_changes();
+        assert_eq!(ch.len(), 1, "{ch:?}");
+        assert!(matches!(&ch[0].kind, ChangeKind::Modify { old } if old["n"].keys == [crate::Atom::Integer(2)]));
+        drop(idl);
+        tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
     }
 }

@@ -149,15 +149,19 @@ pub(crate) async fn run(
     let max_backoff = cfg.options.max_backoff.max(MIN_BACKOFF);
     let mut backoff = MIN_BACKOFF;
     let mut epoch = 0;
+    let mut ever_ready = false;
     loop {
         epoch += 1;
         let (error, ready) = match session(&cfg, epoch, &mut commands, &events).await {
             End::IdlGone => return,
             End::Failed { error, ready } => (error, ready),
         };
-        // A schema mismatch (e.g. a selected table the server lacks) will not
-        // fix itself by retrying.
-        let retrying = cfg.options.reconnect && !matches!(error, IdlError::Schema(_));
+        ever_ready |= ready;
+        // On the first connection, a schema problem (no such database, a
+        // selected table the server lacks) is a mistake to report, not
+        // something to wait out. Later, it is a database being removed or
+        // converted, and it may come back.
+        let retrying = cfg.options.reconnect && (ever_ready || !matches!(error, IdlError::Schema(_)));
         if events.send(Event::Disconnected { error, retrying }).is_err() || !retrying {
             return;
         }
@@ -267,6 +271,16 @@ async fn session(
             Err(e) => return failed(IdlError::Schema(format!("server's schema for {db}: {e}"))),
         },
     };
+    // Ask to be told (monitor_canceled) rather than disconnected when the
+    // database is converted or removed. Servers without it answer with an
+    // error, which changes nothing for us.
+    let aware = Message::request("set_db_change_aware", vec![json!(true)], json!("set_db_change_aware"));
+    if let Err(e) = conn.send(&aware).await {
+        return failed(io_err(e));
+    }
+    if let Err(e) = setup_reply(&mut conn, "set_db_change_aware").await {
+        return failed(e);
+    }
     let monitored = match monitored_columns(&schema, &cfg.options) {
         Ok(m) => m,
         Err(e) => return failed(e),
@@ -324,6 +338,11 @@ async fn session(
                     continue;
                 }
                 let ev = match msg {
+                    // The database went away or changed schema under the
+                    // monitor: start over, which fetches the schema again.
+                    Message::Notification { method, .. } if method == "monitor_canceled" => {
+                        return ready(IdlError::Protocol("monitor canceled by the server".into()));
+                    }
                     Message::Notification { method, params } if method == "update" || method == "update2" => {
                         let fmt = if method == "update" { UpdateFormat::V1 } else { UpdateFormat::V2 };
                         match params.as_array().map(|p| p.as_slice()) {

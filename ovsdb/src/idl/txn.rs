@@ -24,6 +24,8 @@ pub enum TxnStatus {
     /// A `wait` failed (the replica was stale) or the connection dropped:
     /// re-read and retry.
     TryAgain,
+    /// OVS's TXN_ABORTED: a transaction its caller abandoned. `commit` never
+    /// reports it (a dry run that checks out is `Success`, as in OVS).
     Aborted,
     /// The transaction needed a lock the session does not hold.
     NotLocked,
@@ -57,6 +59,9 @@ struct TxnRow {
     written: BTreeMap<String, Datum>,
     /// Verified columns with the value read from the replica.
     prereqs: BTreeMap<String, Datum>,
+    /// Verified while the replica did not have the row: the check is then
+    /// that it still does not exist.
+    verified_absent: bool,
 }
 
 /// A transaction being built. Owned and independent of the [`Idl`](super::Idl)
@@ -143,6 +148,7 @@ impl Txn {
                     deleted: false,
                     written: BTreeMap::new(),
                     prereqs: BTreeMap::new(),
+                    verified_absent: false,
                 });
                 self.index.insert(*uuid, self.rows.len() - 1);
                 self.rows.len() - 1
@@ -204,10 +210,21 @@ impl Txn {
         if !self.check_column(table, column) || self.is_inserted(row) {
             return;
         }
-        let current = replica.row(table, row).and_then(|r| r.get(column)).cloned();
+        let current = match replica.row(table, row) {
+            None => None,
+            Some(r) => match r.get(column) {
+                Some(v) => Some(v.clone()),
+                None => {
+                    self.fail(format!("verify of column {column} of table {table}, which is not replicated"));
+                    return;
+                }
+            },
+        };
         let r = self.row_mut(table, row);
+        if r.prereqs.is_empty() {
+            r.verified_absent = current.is_none();
+        }
         if !r.prereqs.contains_key(column) {
-            // An absent row is recorded with an empty marker; see prepare().
             r.prereqs.insert(column.to_string(), current.unwrap_or_else(Datum::empty_set));
         }
     }
@@ -332,14 +349,14 @@ impl Txn {
             if r.prereqs.is_empty() {
                 continue;
             }
-            let op = match replica.row(&r.table, &r.uuid) {
-                Some(_) => json!({
+            let op = match r.verified_absent {
+                false => json!({
                     "op": "wait", "table": r.table, "timeout": 0, "where": where_uuid(&r.uuid), "until": "==",
                     "columns": r.prereqs.keys().collect::<Vec<_>>(),
                     "rows": [r.prereqs.iter().map(|(c, v)| (c.clone(), v.to_json())).collect::<serde_json::Map<_, _>>()],
                 }),
                 // The row was absent when verified: check that it still is.
-                None => json!({
+                true => json!({
                     "op": "wait", "table": r.table, "timeout": 0, "where": where_uuid(&r.uuid), "until": "==",
                     "columns": r.prereqs.keys().collect::<Vec<_>>(), "rows": [],
                 }),
@@ -677,6 +694,24 @@ mod tests {
     }
 
     #[test]
+    fn verify_decides_at_verify_time() {
+        let (schema, replica, _, br) = setup();
+        let gone = Uuid::new_v4();
+        let mut t = txn(&schema);
+        t.verify(&replica, "Bridge", &gone, "name");
+        t.verify(&replica, "Bridge", &br, "name");
+        t.write("Bridge", &br, "name", s("y"));
+        // The replica loses the verified row before the commit: the wait
+        // must still expect the value that was read.
+        let mut later = replica.clone();
+        later.apply(UpdateFormat::V2, &json!({"Bridge": {br.to_string(): {"delete": null}}}), &mut Vec::new()).unwrap();
+        let p = t.prepare(&later).unwrap().unwrap();
+        assert_eq!(p.params[1]["rows"], json!([]), "absent when verified: must still be absent");
+        assert_eq!(p.params[1]["where"], where_uuid(&gone));
+        assert_eq!(p.params[2]["rows"], json!([{"name": "br0"}]));
+    }
+
+    #[test]
     fn misuse_is_reported() {
         let (schema, replica, _, br) = setup();
         let mut t = txn(&schema);
@@ -689,5 +724,19 @@ mod tests {
         t.delete("Bridge", &br);
         t.write("Bridge", &br, "name", s("x"));
         assert!(t.error().unwrap().contains("deleted"));
+
+        // Verifying a column that is not replicated cannot be checked.
+        let mut partial =
+            Replica::new(&schema, &BTreeMap::from([("Bridge".to_string(), vec!["name".to_string()])])).unwrap();
+        partial
+            .apply(
+                UpdateFormat::V2,
+                &json!({"Bridge": {br.to_string(): {"initial": {"name": "br0"}}}}),
+                &mut Vec::new(),
+            )
+            .unwrap();
+        let mut t = txn(&schema);
+        t.verify(&partial, "Bridge", &br, "ports");
+        assert!(t.error().unwrap().contains("not replicated"));
     }
 }
