@@ -61,7 +61,14 @@ impl TableStyle {
     /// dashes (`format`, `--format`, `-f`, `data`, `-d`, `no-headings`,
     /// `pretty`, `bare`, `max-column-width`). Returns false for an option
     /// that is not a table option; Err for a bad or missing argument.
+    /// `--format=json` may also come whole as `name` with no `value`.
     pub fn apply_option(&mut self, name: &str, value: Option<&str>) -> Result<bool, String> {
+        if value.is_none()
+            && name.starts_with("--")
+            && let Some((n, v)) = name.split_once('=')
+        {
+            return self.apply_option(n, Some(v));
+        }
         let name = name.trim_start_matches('-');
         let long = match name {
             "f" => "format",
@@ -119,6 +126,8 @@ fn leading_number(s: &str) -> usize {
 }
 
 /// One cell: text the tool computed itself, or a column's value.
+// Cells are built once per printed value; boxing the datum would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Cell {
     Text(String),
@@ -208,7 +217,7 @@ impl TablePrinter {
     }
 }
 
-fn cell<'a>(t: &'a Table, y: usize, x: usize) -> Option<&'a Cell> {
+fn cell(t: &Table, y: usize, x: usize) -> Option<&Cell> {
     t.rows.get(y).and_then(|r| r.get(x))
 }
 
@@ -503,3 +512,144 @@ fn write_json(j: &Json, pretty: bool, depth: usize, out: &mut String) {
 #[cfg(test)]
 #[path = "table_ovs_tests.rs"]
 mod ovs_tests;
+
+#[cfg(test)]
+mod tests {
+    use oxvs_ovsdb::data_string::datum_from_string;
+    use serde_json::json;
+
+    use super::*;
+
+    fn datum(ty: serde_json::Value, s: &str) -> Cell {
+        let ty = Type::from_json(&ty).unwrap();
+        Cell::Datum { datum: datum_from_string(&ty, s, None).unwrap(), ty }
+    }
+
+    fn style(opts: &[&str]) -> TableStyle {
+        let mut st = TableStyle::default();
+        for o in opts {
+            assert_eq!(st.apply_option(o, None), Ok(true), "{o}");
+        }
+        st
+    }
+
+    fn sample() -> Table {
+        Table {
+            caption: None,
+            headings: vec!["name".into(), "ids".into(), "n".into()],
+            rows: vec![
+                vec![
+                    Cell::Text("héllo".into()),
+                    datum(
+                        json!({"key": "string", "value": "string", "min": 0, "max": "unlimited"}),
+                        "{a=\"x,y\", b=\"\"}",
+                    ),
+                    datum(json!({"key": "real", "min": 0, "max": 1}), "2.5"),
+                ],
+                vec![
+                    Cell::Text("<&>\"".into()),
+                    datum(json!({"key": "string", "value": "string", "min": 0, "max": "unlimited"}), "{}"),
+                    datum(json!({"key": "real", "min": 0, "max": 1}), "[]"),
+                ],
+            ],
+        }
+    }
+
+    #[test]
+    fn options() {
+        let mut st = TableStyle::default();
+        assert_eq!(st.format, TableFormat::List);
+        assert_eq!(st.apply_option("--format", Some("csv")), Ok(true));
+        assert_eq!(st.format, TableFormat::Csv);
+        assert_eq!(st.apply_option("--format=html", None), Ok(true));
+        assert_eq!(st.format, TableFormat::Html);
+        assert_eq!(st.apply_option("-d", Some("json")), Ok(true));
+        assert_eq!(st.cell_format, CellFormat::Json);
+        assert_eq!(st.apply_option("--format", Some("xml")), Err("unknown output format \"xml\"".into()));
+        assert_eq!(st.apply_option("--data", Some("raw")), Err("unknown data format \"raw\"".into()));
+        assert_eq!(st.apply_option("--data", None), Err("option '--data' requires an argument".into()));
+        assert_eq!(st.apply_option("--pretty", Some("x")), Err("option '--pretty' doesn't allow an argument".into()));
+        assert_eq!(st.apply_option("--oneline", None), Ok(false));
+        assert_eq!(st.apply_option("--max-column-width", Some("7x")), Ok(true));
+        assert_eq!(st.max_column_width, 7);
+        assert_eq!(st.apply_option("--bare", None), Ok(true));
+        assert_eq!((st.format, st.cell_format, st.headings), (TableFormat::List, CellFormat::Bare, false));
+    }
+
+    #[test]
+    fn table_pads_by_bytes_and_trims_line_ends() {
+        let out = format_table(&sample(), &style(&["--format=table"]));
+        assert_eq!(
+            out,
+            // "héllo" is 6 bytes wide, as in C.
+            "name   ids             n\n\
+             ------ --------------- ---\n\
+             héllo {a=\"x,y\", b=\"\"} 2.5\n\
+             <&>\"   {}              []\n"
+        );
+        let narrow = format_table(&sample(), &style(&["--format=table", "--max-column-width=3", "--no-headings"]));
+        assert_eq!(narrow, "hé {a= 2.5\n<&> {}  []\n");
+        // A cut inside "é" keeps whole characters and pads to the width.
+        let narrower = format_table(&sample(), &style(&["--format=table", "--max-column-width=2", "--no-headings"]));
+        assert_eq!(narrower, "h  {a 2.\n<& {} []\n");
+    }
+
+    #[test]
+    fn list_csv_html_json() {
+        let t = sample();
+        assert_eq!(
+            format_table(&t, &style(&["--format=list", "--data=bare"])),
+            "name                : héllo\nids                 : a=x,y b=\nn                   : 2.5\n\n\
+             name                : <&>\"\nids                 : \nn                   : \n"
+        );
+        assert_eq!(
+            format_table(&t, &style(&["--format=csv"])),
+            "name,ids,n\nhéllo,\"{a=\"\"x,y\"\", b=\"\"\"\"}\",2.5\n\"<&>\"\"\",{},[]\n"
+        );
+        let html = format_table(&t, &style(&["--format=html", "--no-headings"]));
+        assert!(html.starts_with("<table border=1>\n  <tr>\n    <td>héllo</td>\n"), "{html}");
+        assert!(html.contains("    <td>&lt;&amp;&gt;&quot;</td>\n"), "{html}");
+        let json = format_table(&t, &style(&["--format=json", "--data=bare"]));
+        assert_eq!(
+            json,
+            "{\"data\":[[\"héllo\",[\"map\",[[\"a\",\"x,y\"],[\"b\",\"\"]]],2.5],\
+             [\"<&>\\\"\",[\"map\",[]],[\"set\",[]]]],\"headings\":[\"name\",\"ids\",\"n\"]}\n"
+        );
+    }
+
+    #[test]
+    fn captions_and_later_tables() {
+        let mut t = sample();
+        t.caption = Some("Bridge table".into());
+        t.rows.truncate(0);
+        let st = style(&["--format=csv"]);
+        let mut p = TablePrinter::new();
+        assert_eq!(p.format(&t, &st), "Bridge table\nname,ids,n\n");
+        assert_eq!(p.format(&t, &st), "\nBridge table\nname,ids,n\n");
+        let json = TablePrinter::new().format(&t, &style(&["--format=json", "--pretty"]));
+        assert_eq!(
+            json,
+            "{\n  \"caption\": \"Bridge table\",\n  \"data\": [],\n  \"headings\": [\n    \"name\",\n    \"ids\",\n    \"n\"]}\n"
+        );
+        let html = TablePrinter::new().format(&t, &style(&["--format=html"]));
+        assert!(html.starts_with("<table border=1>\n    <caption>Bridge table</caption>\n  <tr>\n    <th>name</th>\n"));
+    }
+
+    #[test]
+    fn html_links_uuids() {
+        let u = "abcdef01-2345-6789-abcd-ef0123456789";
+        let t = Table {
+            caption: None,
+            headings: vec!["_uuid".into(), "ports".into()],
+            rows: vec![vec![Cell::Text(u.into()), Cell::Text(format!("[{u}]"))]],
+        };
+        let html = format_table(&t, &style(&["--format=html", "--no-headings"]));
+        assert_eq!(
+            html,
+            format!(
+                "<table border=1>\n  <tr>\n    <td><a name=\"{u}\">abcdef01</a></td>\n    \
+                 <td>[<a href=\"#{u}\">abcdef01</a>]</td>\n  </tr>\n</table>\n"
+            )
+        );
+    }
+}

@@ -25,7 +25,7 @@ use super::*;
 const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 
 fn need_ovs() {
-    for tool in ["ovs-vsctl", "ovsdb-server", "ovsdb-tool"] {
+    for tool in ["ovs-vsctl", "ovsdb-server", "ovsdb-tool", "ovsdb-client"] {
         let ok = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
         assert!(ok, "{tool} is missing: run `cargo xtask setup` (it installs Debian's openvswitch packages)");
     }
@@ -40,7 +40,14 @@ struct RealServer {
 }
 
 impl RealServer {
+    /// A server on vswitch.ovsschema, initialized by `ovs-vsctl init`.
     fn start() -> RealServer {
+        let server = RealServer::start_with(SCHEMA);
+        server.vsctl_ok(&["init"]);
+        server
+    }
+
+    fn start_with(schema: &str) -> RealServer {
         need_ovs();
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -51,7 +58,7 @@ impl RealServer {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let db = dir.join("conf.db");
-        let st = Command::new("ovsdb-tool").arg("create").arg(&db).arg(SCHEMA).status().unwrap();
+        let st = Command::new("ovsdb-tool").arg("create").arg(&db).arg(schema).status().unwrap();
         assert!(st.success(), "ovsdb-tool create failed");
         let child = Command::new("ovsdb-server")
             .arg(format!("--remote=punix:{}", dir.join("sock").display()))
@@ -71,8 +78,24 @@ impl RealServer {
             assert!(Instant::now() < deadline, "ovsdb-server did not create its socket");
             thread::sleep(Duration::from_millis(20));
         }
-        server.vsctl_ok(&["init"]);
         server
+    }
+
+    fn sock(&self) -> String {
+        format!("unix:{}", self.dir.join("sock").display())
+    }
+
+    fn client_ok(&self, command: &str, args: &[&str]) -> String {
+        let o = Command::new("ovsdb-client")
+            .arg(command)
+            .arg(self.sock())
+            .args(args)
+            .env("OVS_RUNDIR", &self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ovsdb-client");
+        assert!(o.status.success(), "ovsdb-client {command} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).expect("ovsdb-client output is UTF-8")
     }
 
     fn vsctl(&self, args: &[&str]) -> Output {
@@ -395,5 +418,80 @@ fn set_parse_results_and_errors_match_ovs_vsctl() {
             }
             Err(msg) => assert_eq!(String::from_utf8_lossy(&o.stderr), format!("ovs-vsctl: {msg}\n"), "{arg}"),
         }
+    }
+}
+
+/// A schema with the types vswitch.ovsschema lacks (reals, sets and maps of
+/// reals, integers) and two tables, for `ovsdb-client dump`, which prints
+/// through the same table code with a caption per table.
+const TYPES_SCHEMA: &str = r#"{"name": "Types", "version": "1.0.0", "tables": {
+  "R": {"columns": {
+    "r": {"type": "real"},
+    "rs": {"type": {"key": "real", "min": 0, "max": "unlimited"}},
+    "m": {"type": {"key": "string", "value": "real", "min": 0, "max": "unlimited"}},
+    "b": {"type": {"key": "boolean", "min": 0, "max": 1}},
+    "i": {"type": {"key": "integer", "min": 0, "max": "unlimited"}},
+    "u": {"type": {"key": "uuid", "min": 0, "max": "unlimited"}}}},
+  "S": {"columns": {
+    "s": {"type": "string"},
+    "im": {"type": {"key": "integer", "value": "string", "min": 0, "max": "unlimited"}}}}}}"#;
+
+#[test]
+fn ovsdb_client_dump_matches_for_reals_and_captions() {
+    need_ovs();
+    let dir = std::env::temp_dir().join(format!("oxvs-table-schema-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let schema_path = dir.join("types.ovsschema");
+    fs::write(&schema_path, TYPES_SCHEMA).unwrap();
+    let s = RealServer::start_with(schema_path.to_str().unwrap());
+    let _ = fs::remove_dir_all(&dir);
+    let txn = r#"["Types",
+      {"op": "insert", "table": "R", "row": {"r": 0.1,
+        "rs": ["set", [1e-5, 1e20, 2.5, -0.0, 123456789.123456789, 1e15, 0.30000000000000004, -7.25e-300]],
+        "m": ["map", [["a", 1.5], ["b", 1e300], ["c d", 100]]], "b": true,
+        "i": ["set", [-1, 2, 9223372036854775807, -9223372036854775808]],
+        "u": ["uuid", "abcdef01-2345-6789-abcd-ef0123456789"]}},
+      {"op": "insert", "table": "R", "row": {"r": -3}},
+      {"op": "insert", "table": "S", "row": {"s": "x,\"y\"\n", "im": ["map", [[1, "true"], [2, ""], [3, "<b>"]]]}},
+      {"op": "insert", "table": "S", "row": {"s": "plain"}}]"#;
+    s.client_ok("transact", &[txn]);
+    let schema = DatabaseSchema::from_json(&serde_json::from_str(TYPES_SCHEMA).unwrap()).unwrap();
+    // `--format=json` prints one object per table, one per line.
+    let json = s.client_ok("dump", &["--format=json"]);
+    let tables: Vec<Table> = json
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let caption = v["caption"].as_str().unwrap().to_string();
+            let name = caption.strip_suffix(" table").unwrap().to_string();
+            let headings: Vec<String> =
+                v["headings"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect();
+            let rows = v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    row.as_array()
+                        .unwrap()
+                        .iter()
+                        .zip(&headings)
+                        .map(|(v, h)| {
+                            let ty = column_type(&schema, &name, h);
+                            Cell::Datum { datum: Datum::from_json(&ty, v, None).unwrap(), ty }
+                        })
+                        .collect()
+                })
+                .collect();
+            Table { caption: Some(caption), headings, rows }
+        })
+        .collect();
+    assert_eq!(tables.len(), 2);
+    // ovsdb-client's own default is the table format, so only explicit styles.
+    for (opts, style) in styles().into_iter().filter(|(opts, _)| !opts.is_empty()) {
+        let args: Vec<&str> = opts.iter().map(String::as_str).collect();
+        let want = s.client_ok("dump", &args);
+        let mut printer = TablePrinter::new();
+        let got: String = tables.iter().map(|t| printer.format(t, &style)).collect();
+        assert_eq!(got, want, "ovsdb-client dump {opts:?}");
     }
 }

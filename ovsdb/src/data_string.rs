@@ -293,8 +293,8 @@ fn check_constraints(base: &BaseType, atom: &Atom) -> Result<(), String> {
     }
 }
 
-/// Characters that end an unquoted token.
-fn is_delim(b: u8) -> bool {
+/// Characters that end an unquoted token (OVS's `ovsdb_token_is_delim`).
+pub fn is_delim(b: u8) -> bool {
     b":=, []{}!<>".contains(&b)
 }
 
@@ -309,7 +309,7 @@ fn skip_spaces(s: &str, mut i: usize) -> usize {
 /// Takes one token from `s[start..]` (OVS's `ovsdb_token_parse`): it ends at
 /// a delimiter outside double quotes; a backslash escapes the next byte (and
 /// is kept inside quotes, where the JSON unescaping sees it). Returns the
-/// token and where it ended.
+/// token and where it ended. ovs-vsctl reads `column:key=value` with it.
 pub fn token_parse(s: &str, start: usize) -> Result<(String, usize), String> {
     let b = s.as_bytes();
     let mut out = Vec::new();
@@ -862,6 +862,17 @@ mod tests {
     }
 
     #[test]
+    fn tokens() {
+        assert_eq!(token_parse("abc=d", 0), Ok(("abc".into(), 3)));
+        assert_eq!(token_parse("x:\"a:b\"=1", 2), Ok(("\"a:b\"".into(), 7)));
+        assert_eq!(token_parse("a\\:b:c", 0), Ok(("a:b".into(), 4)));
+        assert_eq!(token_parse("\"a\\\"b\"", 0), Ok(("\"a\\\"b\"".into(), 6)));
+        assert_eq!(token_parse(":x", 0), Ok(("".into(), 0)));
+        assert_eq!(token_parse("ab\\", 1), Err("b\\: backslash at end of argument".into()));
+        assert!(is_delim(b'!') && is_delim(b'<') && !is_delim(b'-') && !is_delim(b'\t'));
+    }
+
+    #[test]
     fn english_type_names() {
         assert_eq!(type_to_english(&ty(json!("string"))), "string");
         assert_eq!(type_to_english(&ty(json!({"key": "uuid", "min": 0}))), "set of up to 1 uuids");
@@ -898,7 +909,7 @@ mod tests {
                     AtomicType::String => Atom::string(strings[k % strings.len()]),
                     AtomicType::Integer => Atom::Integer(k as i64 * 1000 - 3000),
                     AtomicType::Real => Atom::Real(reals[k % reals.len()]),
-                    AtomicType::Boolean => Atom::Boolean(k % 2 == 0),
+                    AtomicType::Boolean => Atom::Boolean(k.is_multiple_of(2)),
                     AtomicType::Uuid => Atom::Uuid(Uuid::from_u128(k as u128 * 0x1234_5678_9abc)),
                 };
                 let n = if t.max == 1 { 1 } else { i % 4 };
