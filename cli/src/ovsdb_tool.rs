@@ -1325,7 +1325,7 @@ fn ordered_records(path: &str, n: usize) -> Option<Vec<OJ>> {
 
 /// OVS's `hash_string(s, 0)` (`hash_bytes`, the murmur-based version that
 /// generic x86-64 and most other builds use).
-fn ovs_hash_string(s: &[u8]) -> u32 {
+pub(crate) fn ovs_hash_string(s: &[u8]) -> u32 {
     fn mhash_add(hash: u32, data: u32) -> u32 {
         let mut h = hash;
         if data != 0 {
@@ -1357,7 +1357,7 @@ fn ovs_hash_string(s: &[u8]) -> u32 {
 /// OVS's `hmap` (include/openvswitch/hmap.h), for the order in which it
 /// iterates: buckets in index order, each bucket's chain from its head,
 /// where insertions go; it grows its buckets as `hmap_insert` does.
-struct HashMapEmu<T> {
+pub(crate) struct HashMapEmu<T> {
     mask: usize,
     /// Each chain is kept tail first, so that pushing adds at its head.
     buckets: Vec<Vec<(T, usize)>>,
@@ -1382,7 +1382,7 @@ impl<T> HashMapEmu<T> {
         mask | ((mask & 1) << 1)
     }
 
-    fn insert(&mut self, item: T, hash: usize) {
+    pub(crate) fn insert(&mut self, item: T, hash: usize) {
         self.buckets[hash & self.mask].push((item, hash));
         self.n += 1;
         if self.n / 2 > self.mask {
@@ -1400,7 +1400,7 @@ impl<T> HashMapEmu<T> {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &T> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.buckets.iter().flat_map(|chain| chain.iter().rev().map(|(x, _)| x))
     }
 }

@@ -148,8 +148,15 @@ impl<'a> Context<'a> {
         self.txn.read(self.replica, table, row, first).is_some()
     }
 
+    /// The rows of `table` as the transaction sees them, existing rows in
+    /// the order ovs-vsctl's IDL iterates them (see `idl_row_order`), then
+    /// rows inserted by this transaction.
     pub fn rows(&self, table: &str) -> Vec<Uuid> {
-        self.txn.rows(self.replica, table)
+        let rows = self.txn.rows(self.replica, table);
+        let (existing, inserted): (Vec<Uuid>, Vec<Uuid>) = rows.into_iter().partition(|u| !self.txn.is_inserted(u));
+        let mut out = idl_row_order(&existing);
+        out.extend(inserted);
+        out
     }
 
     /// Like ovsdb_idl_txn_write: writing the value a row already has changes
@@ -244,6 +251,28 @@ impl<'a> Context<'a> {
     pub fn invalidate_cache(&mut self) {
         self.cache = None;
     }
+}
+
+/// The order in which OVS's IDL iterates a table's rows, so that `list` and
+/// `find` print records in the same order as ovs-vsctl: its JSON parser
+/// keeps an update's rows in a string hash map (`shash`, keyed by the UUID's
+/// text), the IDL inserts them in that map's order into the table's `hmap`
+/// keyed by the UUID's first 32 bits, and iterates that. (Rows the IDL
+/// creates early because another monitored table references them, and the
+/// server's text order among rows whose hashes collide in both maps, are
+/// not modelled.)
+pub fn idl_row_order(rows: &[Uuid]) -> Vec<Uuid> {
+    use crate::ovsdb_tool::{HashMapEmu, ovs_hash_string};
+    let mut shash = HashMapEmu::default();
+    for u in rows {
+        shash.insert(*u, ovs_hash_string(u.to_string().as_bytes()) as usize);
+    }
+    let mut hmap = HashMapEmu::default();
+    for u in shash.iter() {
+        let parts0 = u32::from_be_bytes([u.as_bytes()[0], u.as_bytes()[1], u.as_bytes()[2], u.as_bytes()[3]]);
+        hmap.insert(*u, parts0 as usize);
+    }
+    hmap.iter().copied().collect()
 }
 
 /// The score of user input `s` against the name `name` (OVS's

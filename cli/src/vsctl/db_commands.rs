@@ -433,17 +433,28 @@ pub fn cmd_add(ctx: &mut Context) -> CmdResult {
     for i in 4..ctx.argv.len() {
         let arg = ctx.argv[i].clone();
         let add = ctx.datum_from_string(&add_type, &arg)?;
-        // ovsdb_datum_union keeps existing keys' values.
+        // ovsdb_datum_union keeps existing keys' values; but for the last
+        // command ovs-vsctl sends each pair as a partial map update, which
+        // replaces the value of a key that exists.
         for (j, k) in add.keys.iter().enumerate() {
-            if let Err(pos) = new.keys.binary_search(k) {
-                new.keys.insert(pos, k.clone());
-                if let (Some(nv), Some(av)) = (new.values.as_mut(), add.values.as_ref()) {
-                    nv.insert(pos, av[j].clone());
+            match new.keys.binary_search(k) {
+                Err(pos) => {
+                    new.keys.insert(pos, k.clone());
+                    if let (Some(nv), Some(av)) = (new.values.as_mut(), add.values.as_ref()) {
+                        nv.insert(pos, av[j].clone());
+                    }
                 }
+                Ok(pos) if ctx.last_command => {
+                    if let (Some(nv), Some(av)) = (new.values.as_mut(), add.values.as_ref()) {
+                        nv[pos] = av[j].clone();
+                    }
+                }
+                Ok(_) => {}
             }
         }
     }
-    if new.len() as u64 > ty.max {
+    // For the last command ovs-vsctl leaves the size check to the server.
+    if !ctx.last_command && new.len() as u64 > ty.max {
         return fail(format!(
             "\"add\" operation would put {} {} in column {} of table {} but the maximum number is {}",
             new.len(),

@@ -317,7 +317,11 @@ async fn do_vsctl(idl: &mut Idl, g: &GlobalOptions, cmds: &[ParsedCommand], args
         TxnStatus::TryAgain => return Ok(Attempt::TryAgain),
         TxnStatus::Aborted => return Err(Flow::Error("transaction aborted".into())),
         TxnStatus::NotLocked => return Err(Flow::Error("database not locked".into())),
-        TxnStatus::Error(e) => return Err(Flow::Error(format!("transaction error: {e}"))),
+        TxnStatus::Error(e) => {
+            // OVS's IDL logs the error too before ovs-vsctl reports it.
+            warn("ovsdb_idl", &format!("transaction error: {e}"));
+            return Err(Flow::Error(format!("transaction error: {e}")));
+        }
     }
     // "create" prints the row's real UUID.
     for (c, o) in cmds.iter().zip(outputs.iter_mut()) {
