@@ -480,3 +480,46 @@ fn wait_until_waits_for_another_client() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn read_only_output_is_identical_on_the_same_database() {
+    // With the same rows (and so the same UUIDs), read-only commands print
+    // byte for byte what ovs-vsctl prints, row order of list/find included.
+    let s = Server::start(false);
+    for i in 0..7 {
+        let words: Vec<String> =
+            format!("--no-wait add-br br{i} -- add-port br{i} p{i} tag={i} -- add-bond br{i} q{i} a{i} b{i}")
+                .split(' ')
+                .map(String::from)
+                .collect();
+        let o = s.run(false, &words.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = s.run(
+        false,
+        &["--no-wait", "add-br", "fk", "br0", "42", "--", "set-controller", "br1", "tcp:1.1.1.1", "ptcp:6653"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cases: &[&[&str]] = &[
+        &["list", "Bridge"],
+        &["list", "Port"],
+        &["--columns=name,ofport,type", "list", "Interface"],
+        &["--columns=_uuid,name", "find", "Port", "tag>2"],
+        &["--format=csv", "--columns=name,interfaces", "find", "Port", "interfaces{>=}[]"],
+        &["--format=table", "list", "Controller"],
+        &["show"],
+        &["list-br"],
+        &["list-ports", "br0"],
+        &["list-ifaces", "br3"],
+        &["get", "Open_vSwitch", ".", "bridges"],
+        &["--columns=name", "list", "Bridge", "br2", "br5", "br1"],
+    ];
+    for args in cases {
+        let mut full = vec!["--no-wait"];
+        full.extend_from_slice(args);
+        let a = s.run(false, &full);
+        let b = s.run(true, &full);
+        assert_eq!(String::from_utf8_lossy(&b.stdout), String::from_utf8_lossy(&a.stdout), "{args:?}");
+        assert_eq!(describe(&b), describe(&a), "{args:?}");
+    }
+}
