@@ -523,3 +523,46 @@ fn read_only_output_is_identical_on_the_same_database() {
         assert_eq!(describe(&b), describe(&a), "{args:?}");
     }
 }
+
+#[test]
+fn auto_attach_zones_and_capabilities() {
+    compare(
+        "aa/zones/caps",
+        steps![
+            false["add-br", "br0", "--", "add-br", "fk", "br0", "5"],
+            false["add-aa-mapping", "br0", "100", "200"],
+            false["add-aa-mapping", "fk", "101", "201"],
+            false["get-aa-mapping", "br0"],
+            false["add-aa-mapping", "br0", "x", "1"],
+            false["del-aa-mapping", "br0", "100", "200"],
+            false["get-aa-mapping", "fk"],
+            false[
+                "--",
+                "--id=@d",
+                "create",
+                "Datapath",
+                "datapath_version=0",
+                "capabilities=ct_zone=true,recirc=true,ct_state=true,masked_set_action=false",
+                "--",
+                "set",
+                "Open_vSwitch",
+                ".",
+                "datapaths:netdev=@d"
+            ],
+            false["list-dp-cap", "netdev"],
+            false["list-dp-cap", "nope"],
+            false["add-zone-tp", "netdev", "zone=1", "icmp_first=1", "icmp_reply=2"],
+            false["add-zone-tp", "netdev", "zone=2", "icmp_first=1", "icmp_reply=2"],
+            false["add-zone-tp", "netdev", "zone=1", "icmp_first=3"],
+            false["--may-exist", "add-zone-tp", "netdev", "zone=1", "icmp_first=3"],
+            false["list-zone-tp", "netdev"],
+            false["add-zone-tp", "netdev", "zone=3"],
+            false["del-zone-tp", "netdev", "zone=2"],
+            false["del-zone-tp", "netdev", "zone=9"],
+            false["--if-exists", "del-zone-tp", "netdev", "zone=9"],
+            false["list-zone-tp", "netdev"],
+            false["--columns=timeouts", "list", "CT_Timeout_Policy"],
+        ],
+        false,
+    );
+}

@@ -3,7 +3,7 @@
 use super::{
     bridge_commands as br, config_commands as cfg,
     context::{CmdResult, Context},
-    db_commands as db, show,
+    db_commands as db, extra_commands as extra, show,
 };
 
 /// Whether a command may write to the database.
@@ -93,6 +93,15 @@ pub static COMMANDS: &[CommandSyntax] = &[
     cmd!("get-ssl", 0, 0, "", Some(cfg::cmd_get_ssl), "", RO),
     cmd!("del-ssl", 0, 0, "", Some(cfg::cmd_del_ssl), "", RW),
     cmd!("set-ssl", 3, 3, "PRIVATE-KEY CERTIFICATE CA-CERT", Some(cfg::cmd_set_ssl), "--bootstrap", RW),
+    // Auto Attach.
+    cmd!("add-aa-mapping", 3, 3, "BRIDGE ARG ARG", Some(extra::cmd_add_aa_mapping), "", RW),
+    cmd!("del-aa-mapping", 3, 3, "BRIDGE ARG ARG", Some(extra::cmd_del_aa_mapping), "", RW),
+    cmd!("get-aa-mapping", 1, 1, "BRIDGE", Some(extra::cmd_get_aa_mapping), "", RO),
+    // Conntrack zone timeout policies and datapath capabilities.
+    cmd!("add-zone-tp", 3, MANY, "", Some(extra::cmd_add_zone_tp), "--may-exist", RW),
+    cmd!("del-zone-tp", 2, 2, "", Some(extra::cmd_del_zone_tp), "--if-exists", RW),
+    cmd!("list-zone-tp", 1, 1, "", Some(extra::cmd_list_zone_tp), "", RO),
+    cmd!("list-dp-cap", 1, 1, "", Some(extra::cmd_list_dp_cap), "", RO),
     // Database commands.
     cmd!("comment", 0, MANY, "[ARG]...", None, "", RO),
     cmd!("get", 2, MANY, "TABLE RECORD [COLUMN[:KEY]]...", Some(db::cmd_get), "--if-exists,--id=", RO),

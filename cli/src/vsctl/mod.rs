@@ -12,6 +12,7 @@ mod commands;
 mod config_commands;
 mod context;
 mod db_commands;
+mod extra_commands;
 mod options;
 mod show;
 
