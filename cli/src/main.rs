@@ -1,7 +1,8 @@
 //! `oxvs`: one binary, many tools. `oxvs dpctl ...`, or the binary run through a
 //! link named `ovs-dpctl`, is the datapath tool; `oxvs ovsdb-tool ...` (or a
-//! link named `ovsdb-tool`) the offline database tool. The vsctl, ofctl and
-//! appctl tools arrive with their issues; until then they say so and fail.
+//! link named `ovsdb-tool`) the offline database tool; `oxvs vsctl ...` (or a
+//! link named `ovs-vsctl`) the configuration tool. The ofctl and appctl tools
+//! arrive with their issues.
 mod dpctl;
 mod ovsdb_tool;
 mod table;

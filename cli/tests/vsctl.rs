@@ -566,3 +566,18 @@ fn auto_attach_zones_and_capabilities() {
         false,
     );
 }
+
+#[test]
+fn runs_as_a_link_named_ovs_vsctl() {
+    let s = Server::start(false);
+    let link = s.dir.join("ovs-vsctl");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_oxvs"), &link).unwrap();
+    let run =
+        |args: &[&str]| Command::new(&link).arg(format!("--db=unix:{}", s.sock.display())).args(args).output().unwrap();
+    let o = run(&["--no-wait", "add-br", "br0", "--", "list-br"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "br0\n");
+    let o = run(&["--no-wait", "frobnicate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "ovs-vsctl: unknown command 'frobnicate'; use --help for help\n");
+}
