@@ -83,6 +83,23 @@ pub fn warn(module: &str, text: &str) {
     eprintln!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z|{seq:05}|{module}|WARN|{text}", t / 3600, t / 60 % 60, t % 60);
 }
 
+/// What started us, for the transaction comment, as ovs-vsctl reports it:
+/// it reads the parent's command line up to a newline and appends
+/// " (pid N)", but prints it as a C string, so with the usual NUL after the
+/// parent's program name only that name shows.
+fn parent_process_info() -> Option<String> {
+    let ppid = std::os::unix::process::parent_id();
+    if ppid == 0 {
+        return Some("init (pid 0)".into());
+    }
+    let cmdline = std::fs::read(format!("/proc/{ppid}/cmdline")).ok()?;
+    let line = cmdline.split(|b| *b == b'\n').next().unwrap_or_default();
+    Some(match line.iter().position(|b| *b == 0) {
+        Some(nul) => String::from_utf8_lossy(&line[..nul]).into_owned(),
+        None => format!("{} (pid {ppid})", String::from_utf8_lossy(line)),
+    })
+}
+
 fn default_db() -> String {
     let rundir = std::env::var("OVS_RUNDIR").ok().filter(|s| !s.is_empty()).unwrap_or("/var/run/openvswitch".into());
     format!("unix:{rundir}/db.sock")
@@ -134,7 +151,9 @@ pub fn main(prog: &str, args: Vec<String>) -> ExitCode {
     let timeout = global
         .timeout
         .or_else(|| std::env::var("OVS_CTL_TIMEOUT").ok().and_then(|s| s.parse::<u32>().ok()).filter(|t| *t > 0));
-    let args_text = process_escape_args(&args);
+    // The transaction's comment names the whole command line, as ovs-vsctl's
+    // does (argv[0] included).
+    let args_text = process_escape_args(&std::env::args().collect::<Vec<_>>());
     let result = runtime.block_on(async {
         let work = run(&global, &cmds, &args_text);
         match timeout {
@@ -257,7 +276,10 @@ async fn do_vsctl(idl: &mut Idl, g: &GlobalOptions, cmds: &[ParsedCommand], args
     if g.dry_run {
         txn.set_dry_run(true);
     }
-    txn.comment(&format!("ovs-vsctl: {args_text}"));
+    match parent_process_info() {
+        Some(parent) => txn.comment(&format!("ovs-vsctl (invoked by {parent}): {args_text}")),
+        None => txn.comment(&format!("ovs-vsctl: {args_text}")),
+    }
     let existing_ovs = idl.replica().table("Open_vSwitch").and_then(|t| t.rows.keys().next().copied());
     let ovs = match existing_ovs {
         Some(u) => u,
