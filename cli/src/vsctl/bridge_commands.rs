@@ -241,6 +241,14 @@ pub fn cmd_br_to_parent(ctx: &mut Context) -> CmdResult {
     Ok(())
 }
 
+/// The Port row that stands for fake bridge `name`.
+fn fake_bridge_port(ctx: &Context, name: &str) -> Result<Uuid, Flow> {
+    match ctx.cache().ports.get(name) {
+        Some(p) => Ok(p.port_cfg),
+        None => fail(format!("{name}: fake bridge has no port of that name")),
+    }
+}
+
 pub fn cmd_br_set_external_id(ctx: &mut Context) -> CmdResult {
     ctx.populate_cache();
     let name = ctx.arg(1).to_string();
@@ -248,7 +256,7 @@ pub fn cmd_br_set_external_id(ctx: &mut Context) -> CmdResult {
     let value = ctx.argv.get(3).cloned();
     let (table, row, key) = match br.br_cfg {
         Some(cfg) => ("Bridge", cfg, ctx.arg(2).to_string()),
-        None => ("Port", ctx.cache().ports[&name].port_cfg, format!("fake-bridge-{}", ctx.arg(2))),
+        None => ("Port", fake_bridge_port(ctx, &name)?, format!("fake-bridge-{}", ctx.arg(2))),
     };
     let mut ids = ctx.read_smap(table, &row, "external_ids");
     match value {
@@ -270,7 +278,7 @@ pub fn cmd_br_get_external_id(ctx: &mut Context) -> CmdResult {
     let br = ctx.find_bridge(&name, true)?.expect("must exist");
     let (table, row, prefix) = match br.br_cfg {
         Some(cfg) => ("Bridge", cfg, ""),
-        None => ("Port", ctx.cache().ports[&name].port_cfg, "fake-bridge-"),
+        None => ("Port", fake_bridge_port(ctx, &name)?, "fake-bridge-"),
     };
     ctx.verify(table, &row, "external_ids");
     let ids = ctx.read_smap(table, &row, "external_ids");
