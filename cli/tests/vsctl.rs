@@ -412,6 +412,13 @@ fn waits_for_next_cfg_until_cur_cfg_catches_up() {
     let s = Server::start(false);
     let o = s.run(true, &["--no-wait", "init"]);
     assert!(o.status.success());
+    // Nothing to change, nothing to wait for (even without --no-wait).
+    for args in
+        [&["--timeout=5", "list-br"][..], &["--timeout=5", "init"], &["--timeout=5", "--if-exists", "del-br", "x"]]
+    {
+        let o = s.run(true, args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_oxvs"))
         .args(["vsctl", &format!("--db=unix:{}", s.sock.display()), "--timeout=20", "add-br", "br0"])
         .stdout(Stdio::piped())
