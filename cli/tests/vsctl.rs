@@ -588,3 +588,18 @@ fn runs_as_a_link_named_ovs_vsctl() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&o.stderr), "ovs-vsctl: unknown command 'frobnicate'; use --help for help\n");
 }
+
+#[test]
+fn commands_and_options_lists_match_for_bash_completion() {
+    need("ovs-vsctl");
+    for what in ["--commands", "--options"] {
+        let a = Command::new("ovs-vsctl").arg(what).output().unwrap();
+        let b = Command::new(env!("CARGO_BIN_EXE_oxvs")).args(["vsctl", what]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&b.stdout), String::from_utf8_lossy(&a.stdout), "{what}");
+        assert_eq!(b.status.code(), a.status.code());
+    }
+    let a = Command::new("ovs-vsctl").arg("--version").output().unwrap();
+    let b = Command::new(env!("CARGO_BIN_EXE_oxvs")).args(["vsctl", "--version"]).output().unwrap();
+    let first = |o: &Output| String::from_utf8_lossy(&o.stdout).lines().take(2).collect::<Vec<_>>().join("\n");
+    assert_eq!(first(&b), first(&a));
+}

@@ -119,3 +119,147 @@ pub static COMMANDS: &[CommandSyntax] = &[
 pub fn find_command(name: &str) -> Option<&'static CommandSyntax> {
     COMMANDS.iter().find(|c| c.name == name)
 }
+
+/// The order in which ovs-vsctl registers its commands (the database
+/// commands, "show", then its own), which decides the order of `--commands`.
+const REGISTRATION_ORDER: &[&str] = &[
+    "comment",
+    "get",
+    "list",
+    "find",
+    "set",
+    "add",
+    "remove",
+    "clear",
+    "create",
+    "destroy",
+    "wait-until",
+    "show",
+    "init",
+    "add-br",
+    "del-br",
+    "list-br",
+    "br-exists",
+    "br-to-vlan",
+    "br-to-parent",
+    "br-set-external-id",
+    "br-get-external-id",
+    "list-ports",
+    "add-port",
+    "del-port",
+    "port-to-br",
+    "add-bond",
+    "add-bond-iface",
+    "del-bond-iface",
+    "list-ifaces",
+    "iface-to-br",
+    "get-controller",
+    "del-controller",
+    "set-controller",
+    "get-fail-mode",
+    "del-fail-mode",
+    "set-fail-mode",
+    "get-manager",
+    "del-manager",
+    "set-manager",
+    "get-ssl",
+    "del-ssl",
+    "set-ssl",
+    "add-aa-mapping",
+    "del-aa-mapping",
+    "get-aa-mapping",
+    "emer-reset",
+    "add-zone-tp",
+    "del-zone-tp",
+    "list-zone-tp",
+    "list-dp-cap",
+];
+
+/// OVS's print_command_arguments: the argument synopsis in the terse form
+/// bash completion reads ("!" required, "?" optional, "+" one or more, "*"
+/// any number), built by scanning the synopsis backwards as OVS does.
+pub fn command_arguments(arguments: &str) -> String {
+    let a = arguments.as_bytes();
+    if a.is_empty() {
+        return String::new();
+    }
+    let mut out: Vec<u8> = Vec::new(); // reversed
+    let mut oew_stack: u32 = 0;
+    let mut in_repeated = false;
+    let mut whole_word_is_optional = false;
+    for i in (0..a.len()).rev() {
+        match a[i] {
+            b']' => {
+                oew_stack <<= 1;
+                if matches!(a.get(i + 1), None | Some(b' ') | Some(b'.')) {
+                    oew_stack |= 1;
+                }
+            }
+            b'[' => {
+                if (i == 0 || a[i - 1] == b' ') && oew_stack & 1 != 0 {
+                    out.push(if in_repeated { b'*' } else { b'?' });
+                    whole_word_is_optional = true;
+                } else {
+                    out.push(b'?');
+                    whole_word_is_optional = false;
+                }
+                oew_stack >>= 1;
+            }
+            b' ' => {
+                if !whole_word_is_optional {
+                    out.push(if in_repeated { b'+' } else { b'!' });
+                }
+                out.push(b' ');
+                in_repeated = false;
+                whole_word_is_optional = false;
+            }
+            b'.' => in_repeated = true,
+            c => out.push(c),
+        }
+    }
+    if a[0] != b'[' && !out.is_empty() {
+        out.push(if in_repeated { b'+' } else { b'!' });
+    }
+    out.reverse();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `--commands`: one line per command, in the order OVS's command hash map
+/// iterates them.
+pub fn print_commands() -> String {
+    let mut shash = crate::ovsdb_tool::HashMapEmu::default();
+    for name in REGISTRATION_ORDER {
+        shash.insert(*name, crate::ovsdb_tool::ovs_hash_string(name.as_bytes()) as usize);
+    }
+    let mut out = String::new();
+    for name in shash.iter() {
+        let Some(c) = find_command(name) else { continue };
+        for opt in c.options.split(',').filter(|o| !o.is_empty()) {
+            out += &format!("[{opt}] ");
+        }
+        out += &format!(",{},{}\n", c.name, command_arguments(c.arguments));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_is_registered_once() {
+        assert_eq!(REGISTRATION_ORDER.len(), COMMANDS.len());
+        for c in COMMANDS {
+            assert!(REGISTRATION_ORDER.contains(&c.name), "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn argument_synopsis_like_ovs() {
+        assert_eq!(command_arguments("TABLE RECORD [COLUMN[:KEY]=VALUE]..."), "!TABLE !RECORD *COLUMN?:KEY=VALUE");
+        assert_eq!(command_arguments("TABLE RECORD COLUMN..."), "!TABLE !RECORD +COLUMN");
+        assert_eq!(command_arguments("[ARG]..."), "*ARG");
+        assert_eq!(command_arguments("NEW-BRIDGE [PARENT] [NEW-VLAN]"), "!NEW-BRIDGE ?PARENT ?NEW-VLAN");
+        assert_eq!(command_arguments(""), "");
+    }
+}

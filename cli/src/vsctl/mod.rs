@@ -28,6 +28,9 @@ use context::{Context, Flow};
 use idl::{Idl, IdlOptions, TxnStatus};
 use options::{Action, GlobalOptions, ParsedCommand};
 
+/// The Open vSwitch release whose ovs-vsctl this one reproduces.
+const OVS_COMPAT_VERSION: &str = "3.1.0";
+
 const VSWITCH_SCHEMA: &str = include_str!("../../../ovsdb/schemas/vswitch.ovsschema");
 
 /// The Open_vSwitch schema ovs-vsctl is built for; names are resolved
@@ -122,17 +125,21 @@ pub fn main(prog: &str, args: Vec<String>) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Action::Version => {
-            println!("ovs-vsctl (oxvs) {}\nDB Schema {}", env!("CARGO_PKG_VERSION"), vswitch_schema_ref().version);
+            // Scripts read the Open vSwitch version ovs-vsctl reports from
+            // the first line; we report the release whose behaviour we follow.
+            println!(
+                "ovs-vsctl (Open vSwitch) {OVS_COMPAT_VERSION}\nDB Schema {}\n(oxvs {}: ovs-vsctl compatible)",
+                vswitch_schema_ref().version,
+                env!("CARGO_PKG_VERSION")
+            );
             return ExitCode::SUCCESS;
         }
         Action::PrintCommands => {
-            for c in commands::COMMANDS {
-                let opts: String = c.options.split(',').filter(|o| !o.is_empty()).map(|o| format!("[{o}] ")).collect();
-                println!("{opts},{},{}", c.name, c.arguments);
-            }
+            print!("{}", commands::print_commands());
             return ExitCode::SUCCESS;
         }
         Action::PrintOptions => {
+            print!("{}", options::print_options());
             return ExitCode::SUCCESS;
         }
     };

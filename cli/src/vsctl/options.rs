@@ -182,6 +182,20 @@ fn apply_global(
     Ok(())
 }
 
+/// `--options`: the global options as ovs-vsctl lists them for bash
+/// completion.
+pub fn print_options() -> String {
+    let mut out = String::new();
+    for (name, has_arg, short) in GLOBAL_OPTIONS {
+        let arg = *has_arg != HasArg::No;
+        out += &format!("--{name}{}\n", if arg { "=ARG" } else { "" });
+        if let Some(c) = short {
+            out += &format!("-{c}{}\n", if arg { " ARG" } else { "" });
+        }
+    }
+    out
+}
+
 /// Parses the whole command line (without the program name).
 pub fn parse_args(args: &[String]) -> Result<Action, String> {
     let mut g = GlobalOptions {
