@@ -486,8 +486,7 @@ pub fn cmd_remove(ctx: &mut Context) -> CmdResult {
         // and a bare "key" removes the key whatever its value.
         let (rm, keys_only) = match ctx.datum_from_string(&rm_type, &arg) {
             Ok(d) => (d, false),
-            Err(e) if ty.is_map() => {
-                let _ = e;
+            Err(_) if ty.is_map() => {
                 let keys_type = Type { value: None, ..rm_type.clone() };
                 (ctx.datum_from_string(&keys_type, &arg)?, true)
             }
