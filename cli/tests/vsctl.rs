@@ -37,9 +37,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(ours: bool) -> Server {
-        need("ovsdb-tool");
-        need("ovsdb-server");
+    fn fresh_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "oxvs-vsctl-test-{}-{}",
             std::process::id(),
@@ -47,6 +45,16 @@ impl Server {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn start(ours: bool) -> Server {
+        Server::start_in(Server::fresh_dir(), ours)
+    }
+
+    fn start_in(dir: PathBuf, ours: bool) -> Server {
+        need("ovsdb-tool");
+        need("ovsdb-server");
         let db = dir.join("conf.db");
         let o = Command::new("ovsdb-tool").arg("create").arg(&db).arg(SCHEMA).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -602,4 +610,49 @@ fn commands_and_options_lists_match_for_bash_completion() {
     let b = Command::new(env!("CARGO_BIN_EXE_oxvs")).args(["vsctl", "--version"]).output().unwrap();
     let first = |o: &Output| String::from_utf8_lossy(&o.stdout).lines().take(2).collect::<Vec<_>>().join("\n");
     assert_eq!(first(&b), first(&a));
+}
+
+#[test]
+fn retry_waits_for_the_server_to_appear() {
+    /// Removes the directory even if the test fails before a server owns it.
+    struct DirGuard(PathBuf);
+    impl Drop for DirGuard {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = Server::fresh_dir();
+    let _guard = DirGuard(dir.clone());
+    let sock = dir.join("db.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oxvs"))
+        .args([
+            "vsctl",
+            &format!("--db=unix:{}", sock.display()),
+            "--retry",
+            "--timeout=20",
+            "--no-wait",
+            "add-br",
+            "br0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Without --retry a missing server is an error right away.
+    let o = Command::new(env!("CARGO_BIN_EXE_oxvs"))
+        .args(["vsctl", &format!("--db=unix:{}", sock.display()), "list-br"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!("ovs-vsctl: unix:{}: database connection failed (No such file or directory)\n", sock.display())
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(child.try_wait().unwrap().is_none(), "gave up before the server appeared");
+    let s = Server::start_in(dir, false);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = s.run(false, &["--no-wait", "list-br"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "br0\n");
 }
