@@ -1,11 +1,13 @@
 //! `oxvs`: one binary, many tools. `oxvs dpctl ...`, or the binary run through a
 //! link named `ovs-dpctl`, is the datapath tool; `oxvs ovsdb-tool ...` (or a
-//! link named `ovsdb-tool`) the offline database tool. The vsctl, ofctl and
-//! appctl tools arrive with their issues; until then they say so and fail.
+//! link named `ovsdb-tool`) the offline database tool; `oxvs vsctl ...` (or a
+//! link named `ovs-vsctl`) the configuration tool. The ofctl and appctl tools
+//! arrive with their issues.
 mod dpctl;
 mod ovs_hmap;
 mod ovsdb_tool;
 mod table;
+mod vsctl;
 
 use std::process::ExitCode;
 
@@ -18,9 +20,10 @@ fn main() -> ExitCode {
     let (tool, prog, rest) = match argv0.as_str() {
         "ovs-dpctl" => ("dpctl", "ovs-dpctl".to_string(), args.split_off(1)),
         "ovsdb-tool" => ("ovsdb-tool", "ovsdb-tool".to_string(), args.split_off(1)),
+        "ovs-vsctl" => ("vsctl", "ovs-vsctl".to_string(), args.split_off(1)),
         _ => {
             if args.len() < 2 {
-                eprintln!("usage: oxvs TOOL [ARGS...]\ntools: dpctl, ovsdb-tool");
+                eprintln!("usage: oxvs TOOL [ARGS...]\ntools: dpctl, ovsdb-tool, vsctl");
                 return ExitCode::from(1);
             }
             let tool = args[1].clone();
@@ -28,12 +31,13 @@ fn main() -> ExitCode {
             let t: &'static str = match tool.as_str() {
                 "dpctl" => "dpctl",
                 "ovsdb-tool" => "ovsdb-tool",
+                "vsctl" => "vsctl",
                 "-h" | "--help" | "help" => {
-                    println!("usage: oxvs TOOL [ARGS...]\ntools: dpctl, ovsdb-tool (see `oxvs TOOL --help`)");
+                    println!("usage: oxvs TOOL [ARGS...]\ntools: dpctl, ovsdb-tool, vsctl (see `oxvs TOOL --help`)");
                     return ExitCode::SUCCESS;
                 }
                 other => {
-                    eprintln!("oxvs: unknown tool \"{other}\" (available: dpctl, ovsdb-tool)");
+                    eprintln!("oxvs: unknown tool \"{other}\" (available: dpctl, ovsdb-tool, vsctl)");
                     return ExitCode::from(1);
                 }
             };
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
     match tool {
         "dpctl" => dpctl::main(&prog, rest),
         "ovsdb-tool" => ovsdb_tool::main(&prog, rest),
+        "vsctl" => vsctl::main(&prog, rest),
         _ => unreachable!(),
     }
 }

@@ -108,7 +108,9 @@ pub fn uuid_hash(u: &Uuid) -> u32 {
 /// `uuid_hash`), for rows that arrived in one update: the IDL inserted them
 /// as it walked the update's JSON object, i.e. in `shash` order of their uuid
 /// strings (taken here in uuid order, the server's own order being unknown;
-/// it only matters for uuids whose string hashes share a bucket).
+/// it only matters for uuids whose string hashes share a bucket). Not
+/// modelled: rows the IDL creates early because another table's row refers
+/// to them.
 pub fn idl_row_order(uuids: &[Uuid]) -> Vec<Uuid> {
     let mut sorted: Vec<Uuid> = uuids.to_vec();
     sorted.sort();

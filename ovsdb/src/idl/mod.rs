@@ -352,10 +352,17 @@ impl Idl {
 
     /// Waits (bounded) until the rows `outcome` inserted are in the replica.
     async fn await_rows(&mut self, txn: &Txn, outcome: &TxnOutcome) -> Result<(), IdlError> {
+        // Only rows of root tables are sure to show up: the server drops an
+        // unreferenced row of a non-root table at commit (e.g. ovs-vsctl's
+        // `create Bridge ...` without a reference), and waiting for it would
+        // only run into the timeout.
         let missing = |idl: &Idl| {
             outcome.inserted.iter().any(|(temp, real)| {
-                txn.inserted_table(temp)
-                    .is_some_and(|t| idl.replica.table(t).is_some() && idl.replica.row(t, real).is_none())
+                txn.inserted_table(temp).is_some_and(|t| {
+                    idl.schema.tables.get(t).is_some_and(|ts| ts.is_root)
+                        && idl.replica.table(t).is_some()
+                        && idl.replica.row(t, real).is_none()
+                })
             })
         };
         let deadline = tokio::time::Instant::now() + OWN_UPDATE_TIMEOUT;
