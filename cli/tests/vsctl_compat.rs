@@ -120,14 +120,23 @@ fn run_case(case: &Case, setups: &SetupCache) -> Outcome {
             bad.push("exit status differs");
         }
         if !bad.is_empty() {
-            o.hard.push(format!("{at}: {}\n    real: {}\n    ours: {}", bad.join(", "), show(&real, &out_r), show(&ours, &out_o)));
+            o.hard.push(format!(
+                "{at}: {}\n    real: {}\n    ours: {}",
+                bad.join(", "),
+                show(&real, &out_r),
+                show(&ours, &out_o)
+            ));
         } else if !real.stderr.is_empty() && stderr_text(&real.stderr) != stderr_text(&ours.stderr) {
             o.soft.push(format!("{at}:\n    real stderr: {:?}\n    ours stderr: {:?}", real.stderr, ours.stderr));
         }
         if !ours.ok() {
             let after_b = dump(&b.db());
             if after_b != before_b {
-                o.hard.push(format!("{at}: ours failed ({}) but changed the database:\n{}", ours.status, diff(&before_b, &after_b)));
+                o.hard.push(format!(
+                    "{at}: ours failed ({}) but changed the database:\n{}",
+                    ours.status,
+                    diff(&before_b, &after_b)
+                ));
             }
         }
     }
@@ -200,5 +209,11 @@ fn vsctl_matches_ovs_vsctl() {
         failed.len(),
         failed.join(", ")
     );
-    assert!(failed.is_empty(), "{} of {} sequences differ from ovs-vsctl: {}", failed.len(), CASES.len(), failed.join(", "));
+    assert!(
+        failed.is_empty(),
+        "{} of {} sequences differ from ovs-vsctl: {}",
+        failed.len(),
+        CASES.len(),
+        failed.join(", ")
+    );
 }

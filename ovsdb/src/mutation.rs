@@ -243,7 +243,6 @@ mod tests {
     use super::*;
     use crate::db::tests::{test_row as row, test_schema};
 
-
     fn run(r: &mut Row, muts: Value) -> Result<()> {
         let schema = test_schema();
         MutationSet::from_json(&schema.tables["Root"], &muts, None)?.execute(r)

@@ -203,7 +203,7 @@ pub const CASES: &[Case] = &[
             "iface-to-br p1",
             "list Port p1",
             "list Interface p1",
-            "show",
+            "~ show",
         ],
     },
     Case {
@@ -221,7 +221,14 @@ pub const CASES: &[Case] = &[
     Case {
         name: "add_port_errors",
         setup: BR0,
-        cmds: &["add-port br9 p1", "add-port br0", "add-port", "add-port br0 p1 nosuch=1", "list-ports br0", "list Port"],
+        cmds: &[
+            "add-port br9 p1",
+            "add-port br0",
+            "add-port",
+            "add-port br0 p1 nosuch=1",
+            "list-ports br0",
+            "list Port",
+        ],
     },
     Case {
         name: "add_port_with_columns",
@@ -362,7 +369,13 @@ pub const CASES: &[Case] = &[
     Case {
         name: "controller_fake",
         setup: FAKE,
-        cmds: &["set-controller fake0 tcp:1.2.3.4:6653", "get-controller fake0", "get-controller br0", "del-controller fake0", "get-controller br0"],
+        cmds: &[
+            "set-controller fake0 tcp:1.2.3.4:6653",
+            "get-controller fake0",
+            "get-controller br0",
+            "del-controller fake0",
+            "get-controller br0",
+        ],
     },
     Case {
         name: "fail_mode",
@@ -510,11 +523,44 @@ pub const CASES: &[Case] = &[
         ],
     },
     // --- output formats
-    Case { name: "format_table", setup: VALUES, cmds: &["-f table list Bridge", "--format=table --columns=name,other_config list Bridge br0", "--format=table list Port p1"] },
-    Case { name: "format_list", setup: VALUES, cmds: &["-f list list Bridge", "--format=list --columns=name list Port"] },
-    Case { name: "format_csv", setup: VALUES, cmds: &["-f csv list Bridge", "--format=csv --columns=name,other_config list Bridge", "-f csv --no-headings --columns=name list Port"] },
-    Case { name: "format_html", setup: VALUES, cmds: &["-f html list Bridge", "--format=html --columns=name,external_ids list Bridge br0"] },
-    Case { name: "format_json", setup: VALUES, cmds: &["-f json list Bridge", "--format=json --columns=name,other_config list Bridge", "-f json --pretty --columns=name,tag list Port", "-f json -d json --columns=other_config list Bridge"] },
+    Case {
+        name: "format_table",
+        setup: VALUES,
+        cmds: &[
+            "-f table list Bridge",
+            "--format=table --columns=name,other_config list Bridge br0",
+            "--format=table list Port p1",
+        ],
+    },
+    Case {
+        name: "format_list",
+        setup: VALUES,
+        cmds: &["-f list list Bridge", "--format=list --columns=name list Port"],
+    },
+    Case {
+        name: "format_csv",
+        setup: VALUES,
+        cmds: &[
+            "-f csv list Bridge",
+            "--format=csv --columns=name,other_config list Bridge",
+            "-f csv --no-headings --columns=name list Port",
+        ],
+    },
+    Case {
+        name: "format_html",
+        setup: VALUES,
+        cmds: &["-f html list Bridge", "--format=html --columns=name,external_ids list Bridge br0"],
+    },
+    Case {
+        name: "format_json",
+        setup: VALUES,
+        cmds: &[
+            "-f json list Bridge",
+            "--format=json --columns=name,other_config list Bridge",
+            "-f json --pretty --columns=name,tag list Port",
+            "-f json -d json --columns=other_config list Bridge",
+        ],
+    },
     Case {
         name: "data_formats",
         setup: VALUES,
@@ -665,12 +711,13 @@ pub const CASES: &[Case] = &[
             "set Nosuch x a=b",
             "set Bridge br0 name:x=y",
             "set Bridge br0 _uuid=00000000-0000-0000-0000-000000000000",
-            "set Bridge br0 ports=[]",
             "set Bridge br0 'flood_vlans=[5000]'",
             "set Interface br0 ofport_request=0",
             "set Interface br0 ofport_request=65280",
             "set Port p1 vlan_mode=sideways",
             "list Bridge br0",
+            "set Bridge br0 ports=[]",
+            "list-ports br0",
         ],
     },
     Case {

@@ -281,12 +281,17 @@ pub fn stderr_text(s: &str) -> String {
             if f.len() == 5 && f[0].ends_with('Z') && f[1].bytes().all(|c| c.is_ascii_digit()) {
                 return format!("{}|{}|{}", f[2], f[3], f[4]);
             }
-            for prefix in ["ovs-vsctl: ", "oxvs vsctl: ", "oxvs-vsctl: ", "oxvs: "] {
+            // "ovs-vsctl: ", "/usr/bin/ovs-vsctl: " (getopt uses argv[0]),
+            // "oxvs vsctl: ".
+            for prefix in ["oxvs vsctl: ", "oxvs: "] {
                 if let Some(rest) = l.strip_prefix(prefix) {
                     return rest.to_string();
                 }
             }
-            l.to_string()
+            match l.split_once(": ") {
+                Some((prog, rest)) if !prog.contains(' ') && prog.ends_with("vsctl") => rest.to_string(),
+                _ => l.to_string(),
+            }
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -343,10 +348,7 @@ pub fn dump(db: &str) -> String {
         let mut lines: Vec<String> = rows
             .iter()
             .map(|r| {
-                let cells: Vec<String> = r
-                    .iter()
-                    .map(|(c, v)| format!("{c}={}", relabel(v, &labels)))
-                    .collect();
+                let cells: Vec<String> = r.iter().map(|(c, v)| format!("{c}={}", relabel(v, &labels))).collect();
                 cells.join(" ")
             })
             .collect();
