@@ -92,11 +92,18 @@ fn run_case(case: &Case, setups: &SetupCache) -> Outcome {
             None => (false, *raw),
         };
         let at = format!("{} #{} `ovs-vsctl {line}`", case.name, i + 1);
-        let (la, lb) = match (resolve(&dir.0, &a.db(), line), resolve(&dir.0, &b.db(), line)) {
-            (Ok(x), Ok(y)) => (x, y),
-            (Err(e), _) | (_, Err(e)) => {
-                o.hard.push(format!("{at}: bad case: {e}"));
+        let la = match resolve(&dir.0, &a.db(), line) {
+            Ok(l) => l,
+            Err(e) => {
+                o.hard.push(format!("{at}: bad case (on the real side): {e}"));
                 return o;
+            }
+        };
+        let lb = match resolve(&dir.0, &b.db(), line) {
+            Ok(l) => l,
+            Err(e) => {
+                o.hard.push(format!("{at}: not run: the row it names is not in ours' database: {e}"));
+                continue;
             }
         };
         let before_b = dump(&b.db());
