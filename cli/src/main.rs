@@ -4,6 +4,7 @@
 //! appctl tools arrive with their issues; until then they say so and fail.
 mod dpctl;
 mod ovsdb_tool;
+mod table;
 
 use std::process::ExitCode;
 

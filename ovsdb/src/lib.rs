@@ -5,6 +5,7 @@
 //! transaction engine, storage, server and client IDL build on it.
 pub mod atom;
 pub mod condition;
+pub mod data_string;
 pub mod datum;
 pub mod db;
 pub mod error;
