@@ -5,6 +5,7 @@
 mod dpctl;
 mod ovsdb_tool;
 mod table;
+mod vsctl;
 
 use std::process::ExitCode;
 
@@ -17,9 +18,10 @@ fn main() -> ExitCode {
     let (tool, prog, rest) = match argv0.as_str() {
         "ovs-dpctl" => ("dpctl", "ovs-dpctl".to_string(), args.split_off(1)),
         "ovsdb-tool" => ("ovsdb-tool", "ovsdb-tool".to_string(), args.split_off(1)),
+        "ovs-vsctl" => ("vsctl", "ovs-vsctl".to_string(), args.split_off(1)),
         _ => {
             if args.len() < 2 {
-                eprintln!("usage: oxvs TOOL [ARGS...]\ntools: dpctl, ovsdb-tool");
+                eprintln!("usage: oxvs TOOL [ARGS...]\ntools: dpctl, ovsdb-tool, vsctl");
                 return ExitCode::from(1);
             }
             let tool = args[1].clone();
@@ -27,12 +29,13 @@ fn main() -> ExitCode {
             let t: &'static str = match tool.as_str() {
                 "dpctl" => "dpctl",
                 "ovsdb-tool" => "ovsdb-tool",
+                "vsctl" => "vsctl",
                 "-h" | "--help" | "help" => {
-                    println!("usage: oxvs TOOL [ARGS...]\ntools: dpctl, ovsdb-tool (see `oxvs TOOL --help`)");
+                    println!("usage: oxvs TOOL [ARGS...]\ntools: dpctl, ovsdb-tool, vsctl (see `oxvs TOOL --help`)");
                     return ExitCode::SUCCESS;
                 }
                 other => {
-                    eprintln!("oxvs: unknown tool \"{other}\" (available: dpctl, ovsdb-tool)");
+                    eprintln!("oxvs: unknown tool \"{other}\" (available: dpctl, ovsdb-tool, vsctl)");
                     return ExitCode::from(1);
                 }
             };
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     match tool {
         "dpctl" => dpctl::main(&prog, rest),
         "ovsdb-tool" => ovsdb_tool::main(&prog, rest),
+        "vsctl" => vsctl::main(&prog, rest),
         _ => unreachable!(),
     }
 }

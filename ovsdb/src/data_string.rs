@@ -310,7 +310,7 @@ fn skip_spaces(s: &str, mut i: usize) -> usize {
 /// a delimiter outside double quotes; a backslash escapes the next byte (and
 /// is kept inside quotes, where the JSON unescaping sees it). Returns the
 /// token and where it ended.
-fn token_parse(s: &str, start: usize) -> Result<(String, usize), String> {
+pub fn token_parse(s: &str, start: usize) -> Result<(String, usize), String> {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut in_quotes = false;

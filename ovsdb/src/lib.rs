@@ -9,6 +9,7 @@ pub mod data_string;
 pub mod datum;
 pub mod db;
 pub mod error;
+pub mod idl;
 pub mod jsonrpc;
 pub mod log;
 pub mod monitor;
@@ -19,6 +20,7 @@ pub mod server;
 pub mod txn;
 pub mod types;
 pub mod vlog;
+pub mod vswitch;
 
 pub use atom::{Atom, AtomicType};
 pub use datum::Datum;
