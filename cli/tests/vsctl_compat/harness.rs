@@ -305,8 +305,7 @@ pub fn dump(db: &str) -> String {
     let o = Command::new("ovsdb-client").args(["dump", "-f", "json", db, "Open_vSwitch"]).output().unwrap();
     assert!(o.status.success(), "ovsdb-client dump {db}: {}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
-    // (table, [(column, value)]) per row, in dump order.
-    let mut tables: Vec<(String, Vec<Vec<(String, Value)>>)> = Vec::new();
+    let mut tables: Vec<(String, Vec<Row>)> = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("dump line {line:?}: {e}"));
         let caption = v["caption"].as_str().unwrap_or("").trim_end_matches(" table").to_string();
@@ -360,6 +359,9 @@ pub fn dump(db: &str) -> String {
     }
     out
 }
+
+/// One dumped row: (column, value) in the dump's column order.
+type Row = Vec<(String, Value)>;
 
 fn col<'a>(r: &'a [(String, Value)], c: &str) -> Option<&'a Value> {
     r.iter().find(|(n, _)| n == c).map(|(_, v)| v)
