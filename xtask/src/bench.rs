@@ -13,6 +13,10 @@
 //! `ovsdb` measures oxvsdb-server against Open vSwitch's ovsdb-server: insert
 //! throughput, one big transaction, monitor fan-out, memory (see ovsdb.rs);
 //! it writes `target/bench/ovsdb.json`.
+//!
+//! `vsctl` measures `oxvs vsctl` against Open vSwitch's ovs-vsctl: the latency
+//! of one `add-port` and one invocation adding 1000 ports (see vsctl.rs); it
+//! writes `target/bench/vsctl.json`.
 mod datapath;
 mod flows;
 mod frame;
@@ -22,6 +26,7 @@ mod report;
 mod rig;
 mod sender;
 mod topo;
+mod vsctl;
 
 use std::time::Duration;
 
@@ -72,7 +77,8 @@ pub fn bench(args: &[String]) -> Result<()> {
     match args.split_first() {
         Some((name, rest)) if name == "datapath" => datapath::run(Opts::parse("datapath", 3.0, rest)?),
         Some((name, rest)) if name == "ovsdb" => ovsdb::run(rest),
-        Some((name, _)) => bail!("no benchmark named {name:?} (known: datapath, ovsdb)"),
-        None => bail!("usage: cargo xtask bench datapath|ovsdb [--secs N] [--runs N]"),
+        Some((name, rest)) if name == "vsctl" => vsctl::run(rest),
+        Some((name, _)) => bail!("no benchmark named {name:?} (known: datapath, ovsdb, vsctl)"),
+        None => bail!("usage: cargo xtask bench datapath|ovsdb [--secs N] [--runs N] | vsctl [--samples N] [--runs N]"),
     }
 }

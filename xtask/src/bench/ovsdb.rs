@@ -18,7 +18,8 @@
 //! socket. Writes `target/bench/ovsdb.json`.
 mod client;
 mod load;
-mod server;
+/// Also starts the real ovsdb-server for the vsctl bench.
+pub(super) mod server;
 
 use std::{
     path::{Path, PathBuf},
