@@ -43,9 +43,24 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Runs the server until `exit` comes through unixctl. `remotes`: the
 /// `--remote` arguments.
 pub async fn run(core: Core, remotes: Vec<String>, unixctl: PathBuf) -> Result<(), String> {
+    serve(core, remotes, unixctl, None).await
+}
+
+/// As [`run`]; `ready` fires once the control socket and the listeners are
+/// bound, which is when `ovsdb-server --detach` lets its parent return.
+pub async fn serve(
+    core: Core,
+    remotes: Vec<String>,
+    unixctl: PathBuf,
+    ready: Option<oneshot::Sender<()>>,
+) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let mut listeners = Listeners { tx: tx.clone(), active: HashMap::new(), configured: remotes };
     listen_unixctl(&unixctl, tx.clone())?;
+    listeners.refresh(&core);
+    if let Some(r) = ready {
+        let _ = r.send(());
+    }
     let r = core_loop(core, rx, tx, &mut listeners).await;
     // Like ovsdb-server on exit: close the listeners and remove their sockets.
     for (remote, h) in listeners.active.drain() {
@@ -136,6 +151,11 @@ fn listen(remote: &str, tx: mpsc::Sender<Event>) -> Result<JoinHandle<()>, Strin
         let port: u16 = port.parse().map_err(|_| format!("{remote}: bad port"))?;
         let addr = if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
         let l = std::net::TcpListener::bind(&addr).map_err(|e| e.to_string())?;
+        if port == 0 {
+            // Tests (OVS's PARSE_LISTENING_PORT among them) learn the port from this line.
+            let bound = l.local_addr().map_err(|e| e.to_string())?.port();
+            vlog::info("socket_util", &format!("{spec}: listening on port {bound}"));
+        }
         l.set_nonblocking(true).map_err(|e| e.to_string())?;
         let l = TcpListener::from_std(l).map_err(|e| e.to_string())?;
         Ok(tokio::spawn(async move {
@@ -275,7 +295,6 @@ async fn core_loop(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut exit_reply: Option<oneshot::Sender<Result<String, String>>> = None;
     let mut last_compact_check = Instant::now();
-    listeners.refresh(&core);
     loop {
         let first = tokio::select! {
             ev = rx.recv() => match ev { Some(ev) => Some(ev), None => return Ok(()) },

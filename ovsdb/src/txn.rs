@@ -435,15 +435,15 @@ impl<'a> Exec<'a, '_> {
 
         let mut uuid = None;
         if let Some(s) = uuid_json.and_then(Value::as_str) {
-            let u = parse_uuid(s).ok_or_else(|| OvsdbError::syntax("bad uuid"))?;
+            let bad_uuid = || OvsdbError::syntax("bad uuid").with_syntax(uuid_json.unwrap_or(&Value::Null));
+            let u = parse_uuid(s).ok_or_else(bad_uuid)?;
             if self.get(&ts.name, &u).is_some() || self.changes.get(&ts.name).is_some_and(|t| t.contains_key(&u)) {
                 return Err(OvsdbError::new(
                     "duplicate uuid",
-                    format!(
-                        "This UUID would duplicate a UUID already present within the \"{}\" table or deleted from this table within the same transaction.",
-                        ts.name
-                    ),
-                ));
+                    "This UUID would duplicate a UUID already present within the table or deleted within the same \
+                     transaction.",
+                )
+                .with_syntax(uuid_json.unwrap_or(&Value::Null)));
             }
             uuid = Some(u);
         }
@@ -452,7 +452,8 @@ impl<'a> Exec<'a, '_> {
                 return Err(OvsdbError::new(
                     "duplicate uuid-name",
                     "This \"uuid-name\" appeared on an earlier \"insert\" operation.",
-                ));
+                )
+                .with_syntax(&Value::String(name.to_string())));
             }
             let sym = *self.symbols.entry(name.to_string()).or_insert_with(Uuid::new_v4);
             uuid = Some(uuid.unwrap_or(sym));
@@ -539,7 +540,8 @@ impl<'a> Exec<'a, '_> {
                 return Err(OvsdbError::constraint(format!(
                     "Cannot update immutable column {cname} in table {}.",
                     ts.name
-                )));
+                ))
+                .with_syntax(p.op));
             }
         }
         let cond = Condition::from_json(ts, where_, Some(&self.symbols))?;

@@ -22,6 +22,7 @@ struct Opts {
     unixctl: Option<PathBuf>,
     log_file: Option<PathBuf>,
     detach: bool,
+    overwrite_pidfile: bool,
 }
 
 fn env_dir(var: &str, default: &str) -> PathBuf {
@@ -36,8 +37,15 @@ const USAGE: &str = "usage: oxvsdb-server [DATABASE]... [--remote=punix:FILE|ptc
   [--pidfile[=FILE]] [--unixctl=SOCKET] [--log-file[=FILE]] [--detach] [--no-chdir]";
 
 fn parse(args: Vec<String>) -> Result<Opts, String> {
-    let mut o =
-        Opts { dbs: Vec::new(), remotes: Vec::new(), pidfile: None, unixctl: None, log_file: None, detach: false };
+    let mut o = Opts {
+        dbs: Vec::new(),
+        remotes: Vec::new(),
+        pidfile: None,
+        unixctl: None,
+        log_file: None,
+        detach: false,
+        overwrite_pidfile: false,
+    };
     for a in args {
         if !a.starts_with('-') {
             o.dbs.push(PathBuf::from(a));
@@ -54,7 +62,8 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
                 net::check_remote(&r)?;
                 o.remotes.push(r);
             }
-            "--pidfile" => o.pidfile = Some(v.map(PathBuf::from).unwrap_or_else(|| rundir().join("ovsdb-server.pid"))),
+            // Relative names are under the run directory, as in OVS.
+            "--pidfile" => o.pidfile = Some(rundir().join(v.as_deref().unwrap_or("ovsdb-server.pid"))),
             "--unixctl" => o.unixctl = Some(PathBuf::from(need(v)?)),
             "--log-file" => {
                 o.log_file = Some(
@@ -64,7 +73,8 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
             }
             "--detach" => o.detach = true,
             // Accepted for compatibility; we never chdir, and have no monitor process.
-            "--no-chdir" | "--monitor" | "--overwrite-pidfile" => {}
+            "--overwrite-pidfile" => o.overwrite_pidfile = true,
+            "--no-chdir" | "--monitor" => {}
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -115,6 +125,53 @@ fn detach() -> Option<std::fs::File> {
     Some(unsafe { std::fs::File::from_raw_fd(fds[1]) })
 }
 
+/// A whole-file fcntl lock request of `kind` (F_WRLCK, or F_UNLCK to ask).
+fn whole_file_lock(kind: libc::c_short) -> libc::flock {
+    // SAFETY: flock is plain old data; all-zero is a valid value.
+    let mut l: libc::flock = unsafe { std::mem::zeroed() };
+    l.l_type = kind;
+    l.l_whence = libc::SEEK_SET as libc::c_short;
+    l
+}
+
+/// Writes our pid to `path` as OVS does, so that `ovs-appctl -t` and
+/// `ovs-appctl ... exit` accept it: OVS only trusts a pidfile whose writer
+/// holds an fcntl write lock on it. The file is written as `PATH.tmp`,
+/// locked, then renamed into place; the returned file keeps the lock (closing
+/// any descriptor of it would drop the lock, so nothing else opens it).
+fn make_pidfile(path: &std::path::Path, overwrite: bool) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let shown = path.display();
+    if !overwrite && let Ok(f) = std::fs::File::open(path) {
+        let mut l = whole_file_lock(libc::F_WRLCK as libc::c_short);
+        // SAFETY: fcntl F_GETLK on an open descriptor with a valid flock.
+        let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut l) };
+        if r == 0 && l.l_type != libc::F_UNLCK as libc::c_short {
+            return Err(format!("{shown}: already running as pid {}, aborting", l.l_pid));
+        }
+    }
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| format!("{}: create failed ({e})", tmp.display()))?;
+    let l = whole_file_lock(libc::F_WRLCK as libc::c_short);
+    // SAFETY: fcntl F_SETLK on an open descriptor with a valid flock.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &l) } != 0 {
+        return Err(format!("{}: fcntl failed ({})", tmp.display(), std::io::Error::last_os_error()));
+    }
+    f.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .and_then(|()| f.flush())
+        .map_err(|e| format!("{}: write failed ({e})", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("failed to rename \"{}\" to \"{shown}\" ({e})", tmp.display()))?;
+    Ok(f)
+}
+
 fn main() -> ExitCode {
     let opts = match parse(std::env::args().skip(1).collect()) {
         Ok(o) => o,
@@ -139,17 +196,26 @@ fn main() -> ExitCode {
     };
     let pid = std::process::id();
     let unixctl = opts.unixctl.clone().unwrap_or_else(|| rundir().join(format!("ovsdb-server.{pid}.ctl")));
-    if let Some(p) = &opts.pidfile
-        && let Err(e) = std::fs::write(p, format!("{pid}\n"))
-    {
-        eprintln!("oxvsdb-server: {}: {e}", p.display());
-        return ExitCode::from(1);
-    }
+    // Held (and so locked) for the life of the process.
+    let _pidfile = match &opts.pidfile {
+        Some(p) => match make_pidfile(p, opts.overwrite_pidfile) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("oxvsdb-server: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let result = rt.block_on(async {
-        let server = tokio::spawn(net::run(core, opts.remotes.clone(), unixctl.clone()));
-        // Listeners are bound as the core starts; give it a moment, then say so.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(net::serve(core, opts.remotes.clone(), unixctl.clone(), Some(bound_tx)));
+        // Only once the sockets exist may a detaching parent return: callers
+        // connect right after `--detach` comes back.
+        if bound_rx.await.is_err() {
+            return server.await.unwrap_or_else(|e| Err(e.to_string()));
+        }
         if let Some(mut r) = ready {
             let _ = r.write_all(b"1");
             // SAFETY: the console is not ours any more once detached.
