@@ -43,16 +43,18 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Runs the server until `exit` comes through unixctl. `remotes`: the
 /// `--remote` arguments.
 pub async fn run(core: Core, remotes: Vec<String>, unixctl: PathBuf) -> Result<(), String> {
-    serve(core, remotes, unixctl, None).await
+    serve(core, remotes, unixctl, None, None).await
 }
 
 /// As [`run`]; `ready` fires once the control socket and the listeners are
-/// bound, which is when `ovsdb-server --detach` lets its parent return.
+/// bound, which is when `ovsdb-server --detach` lets its parent return;
+/// `stop` ends the server as `exit` does (for `--run`).
 pub async fn serve(
     core: Core,
     remotes: Vec<String>,
     unixctl: PathBuf,
     ready: Option<oneshot::Sender<()>>,
+    stop: Option<oneshot::Receiver<()>>,
 ) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let mut listeners = Listeners { tx: tx.clone(), active: HashMap::new(), configured: remotes };
@@ -60,6 +62,15 @@ pub async fn serve(
     listeners.refresh(&core);
     if let Some(r) = ready {
         let _ = r.send(());
+    }
+    if let Some(stop) = stop {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if stop.await.is_ok() {
+                let (reply, _) = oneshot::channel();
+                let _ = tx.send(Event::Unixctl("exit".into(), Vec::new(), reply)).await;
+            }
+        });
     }
     let r = core_loop(core, rx, tx, &mut listeners).await;
     // Like ovsdb-server on exit: close the listeners and remove their sockets.

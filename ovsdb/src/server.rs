@@ -21,7 +21,7 @@ use crate::{
     db::{Commit, Database},
     error::OvsdbError,
     jsonrpc::Message,
-    log::{Log, LogError, OpenMode, Rewrite, annotate_txn, now_ms},
+    log::{Log, LogError, OpenMode, ReadErrorKind, Rewrite, annotate_txn, now_ms},
     monitor::{Monitor, MonitorVersion},
     schema::DatabaseSchema,
     txn::{self, TxnContext, TxnOutcome},
@@ -609,13 +609,40 @@ fn server_id() -> Uuid {
 
 /// Opens a standalone database file: replays its records.
 pub fn open_db(path: &Path) -> Result<(String, DbInstance), String> {
-    let (log, records) = Log::open(path, OpenMode::ReadWrite).map_err(|e| e.to_string())?;
+    let (mut log, records) = Log::open(path, OpenMode::ReadWrite).map_err(|e| e.to_string())?;
     if let Some(e) = log.read_error() {
-        eprintln!("{}: {e}", path.display());
+        // OVS's error tags: a record that could not be read in full is an I/O
+        // error, anything else a syntax error.
+        let tag = match e.kind {
+            ReadErrorKind::Io | ReadErrorKind::Truncated => "I/O error",
+            _ => "syntax error",
+        };
+        vlog::err("ovsdb_server", &format!("{tag}: {e}"));
     }
-    let (db, _) = replay(path, &records)?;
+    let first = records.first().ok_or_else(|| format!("{}: database file is empty", path.display()))?;
+    let schema = DatabaseSchema::from_json(first).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut db = Database::new(Arc::new(schema));
+    // Like ovsdb-server (not ovsdb-tool): a transaction that does not apply
+    // ends the database there, as if the file had been cut short; it is
+    // logged and the next write truncates it away.
+    for (i, r) in records.iter().enumerate().skip(1) {
+        if let Err(e) = db.apply_log_record(r) {
+            let e = if e.syntax.is_some() { e } else { e.with_syntax(r) };
+            vlog::err("ovsdb_server", &error_to_string(&e));
+            log.discard_from(i).map_err(|e| e.to_string())?;
+            break;
+        }
+    }
     let name = db.schema.name.clone();
     Ok((name, DbInstance { db, log: Some(log), dirty: false }))
+}
+
+/// OVS's one-line form of an error, for logs: `syntax "JSON": TAG: DETAILS`.
+pub fn error_to_string(e: &OvsdbError) -> String {
+    match &e.syntax {
+        Some(s) => format!("syntax \"{s}\": {}: {}", e.tag, e.details),
+        None => format!("{}: {}", e.tag, e.details),
+    }
 }
 
 /// Builds a database from a log's records (schema first). Returns it and the

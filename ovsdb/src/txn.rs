@@ -1181,6 +1181,37 @@ mod tests {
         (e["error"].as_str().unwrap().to_string(), e["details"].as_str().unwrap().to_string())
     }
 
+    /// The "syntax" member of a failed transaction's error.
+    fn syntax_of(db: &Database, ops: Value) -> Option<String> {
+        let r = fail(db, ops);
+        r.iter().rev().find(|v| !v.is_null()).unwrap()["syntax"].as_str().map(str::to_string)
+    }
+
+    #[test]
+    fn errors_carry_the_offending_json_as_ovs() {
+        let mut db = new_db();
+        let u = Uuid::new_v4();
+        run(&mut db, json!([{"op": "insert", "table": "Small", "uuid": u.to_string(), "row": {"a": 1}}]));
+        let dup = json!([{"op": "insert", "table": "Small", "uuid": u.to_string(), "row": {"a": 2}}]);
+        let e = error_of(&db, dup.clone());
+        assert_eq!(
+            e.1,
+            "This UUID would duplicate a UUID already present within the table or deleted within the same transaction."
+        );
+        assert_eq!(syntax_of(&db, dup), Some(format!("\"{u}\"")));
+        let bad = json!([{"op": "insert", "table": "Small", "uuid": "nope", "row": {}}]);
+        assert_eq!(syntax_of(&db, bad), Some("\"nope\"".into()));
+        // The whole operation, keys sorted, for an immutable column's update.
+        let upd = json!([{"op": "update", "table": "Root", "where": [], "row": {"fixed": "g"}}]);
+        assert_eq!(
+            syntax_of(&db, upd),
+            Some(r#"{"op":"update","row":{"fixed":"g"},"table":"Root","where":[]}"#.into())
+        );
+        // The mutation alone for an immutable column's mutate.
+        let mutate = json!([{"op": "mutate", "table": "Root", "where": [], "mutations": [["fixed", "insert", "x"]]}]);
+        assert_eq!(syntax_of(&db, mutate), Some(r#"["fixed","insert","x"]"#.into()));
+    }
+
     fn uuid_of(v: &Value) -> Uuid {
         parse_uuid(v[1].as_str().unwrap()).unwrap()
     }

@@ -371,4 +371,25 @@ mod tests {
         let l = BaseType::from_json(&json!({"type": "string", "maxLength": 2})).unwrap();
         assert!(l.check(&Atom::string("abc")).is_err());
     }
+
+    #[test]
+    fn bound_errors_use_ovs_wording() {
+        let details = |t: Value, a: Atom| BaseType::from_json(&t).unwrap().check(&a).unwrap_err().details;
+        assert_eq!(
+            details(json!({"type": "integer", "minInteger": 1, "maxInteger": 10}), Atom::Integer(11)),
+            "11 is not in the valid range 1 to 10 (inclusive)"
+        );
+        assert_eq!(
+            details(json!({"type": "integer", "minInteger": 1}), Atom::Integer(0)),
+            "0 is less than minimum allowed value 1"
+        );
+        assert_eq!(
+            details(json!({"type": "integer", "maxInteger": 3}), Atom::Integer(4)),
+            "4 is greater than maximum allowed value 3"
+        );
+        assert_eq!(
+            details(json!({"type": "real", "minReal": 1.5}), Atom::Real(-2.5)),
+            "-2.5 is less than minimum allowed value 1.5"
+        );
+    }
 }

@@ -23,6 +23,8 @@ struct Opts {
     log_file: Option<PathBuf>,
     detach: bool,
     overwrite_pidfile: bool,
+    /// `--run=COMMAND`: run it under /bin/sh, exit when it does.
+    run: Option<String>,
 }
 
 fn env_dir(var: &str, default: &str) -> PathBuf {
@@ -45,6 +47,7 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
         log_file: None,
         detach: false,
         overwrite_pidfile: false,
+        run: None,
     };
     for a in args {
         if !a.starts_with('-') {
@@ -72,6 +75,7 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
                 )
             }
             "--detach" => o.detach = true,
+            "--run" => o.run = Some(need(v)?),
             // Accepted for compatibility; we never chdir, and have no monitor process.
             "--overwrite-pidfile" => o.overwrite_pidfile = true,
             "--no-chdir" | "--monitor" => {}
@@ -210,11 +214,26 @@ fn main() -> ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let result = rt.block_on(async {
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-        let server = tokio::spawn(net::serve(core, opts.remotes.clone(), unixctl.clone(), Some(bound_tx)));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let stop = opts.run.is_some().then_some(stop_rx);
+        let server = tokio::spawn(net::serve(core, opts.remotes.clone(), unixctl.clone(), Some(bound_tx), stop));
         // Only once the sockets exist may a detaching parent return: callers
         // connect right after `--detach` comes back.
         if bound_rx.await.is_err() {
             return server.await.unwrap_or_else(|e| Err(e.to_string()));
+        }
+        let mut run_status = None;
+        if let Some(cmd) = &opts.run {
+            let child = std::process::Command::new("/bin/sh").arg("-c").arg(cmd).spawn();
+            let mut child = match child {
+                Ok(c) => c,
+                Err(e) => return Err(format!("{cmd}: process failed to start ({e})")),
+            };
+            run_status = Some(tokio::task::spawn_blocking(move || {
+                let status = child.wait();
+                let _ = stop_tx.send(());
+                status
+            }));
         }
         if let Some(mut r) = ready {
             let _ = r.write_all(b"1");
@@ -226,8 +245,20 @@ fn main() -> ExitCode {
                 libc::dup2(null, 2);
             }
         }
-        vlog::info("ovsdb_server", &format!("ovsdb-server (oxvs) {} started", env!("CARGO_PKG_VERSION")));
-        server.await.unwrap_or_else(|e| Err(e.to_string()))
+        if opts.run.is_none() {
+            vlog::info("ovsdb_server", &format!("ovsdb-server (oxvs) {} started", env!("CARGO_PKG_VERSION")));
+        }
+        server.await.unwrap_or_else(|e| Err(e.to_string()))?;
+        // As OVS: a failing --run command makes the server fail too.
+        if let (Some(cmd), Some(status)) = (&opts.run, run_status) {
+            match status.await {
+                Ok(Ok(s)) if s.success() => {}
+                Ok(Ok(s)) => return Err(format!("{cmd}: child exited, {s}")),
+                Ok(Err(e)) => return Err(format!("{cmd}: {e}")),
+                Err(e) => return Err(format!("{cmd}: {e}")),
+            }
+        }
+        Ok(())
     });
     if let Some(p) = &opts.pidfile {
         let _ = std::fs::remove_file(p);

@@ -1,0 +1,159 @@
+//! oxvsdb-server as a process, the way OVS's own test suite drives
+//! ovsdb-server: `--run`, `--detach` with a pidfile that `ovs-appctl` trusts,
+//! `ptcp:0` announcing its port in the log, and a database file with a bad
+//! transaction at its end. Uses OVS's ovsdb-tool, ovsdb-client and ovs-appctl
+//! (`cargo xtask setup` installs them).
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+const SCHEMA: &str = r#"{"name": "ordinals", "version": "1.0.0", "tables": {
+  "ordinals": {"columns": {"name": {"type": "string"}, "number": {"type": "integer"}}}}}"#;
+
+/// A temp dir with a fresh database `db`; kills a detached server (by the
+/// pid in its pidfile) and removes the dir on drop, panics included.
+struct Dir {
+    path: PathBuf,
+}
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let path = std::env::temp_dir().join(format!("oxvsdb-daemon-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join("schema"), SCHEMA).unwrap();
+        let o = Command::new("ovsdb-tool").current_dir(&path).args(["create", "db", "schema"]).output();
+        let o = o.expect("ovsdb-tool missing: run `cargo xtask setup`");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Dir { path }
+    }
+
+    /// Runs a tool in the dir with OVS's directories pointed at it.
+    fn run(&self, prog: &str, args: &[&str]) -> Output {
+        Command::new(prog)
+            .current_dir(&self.path)
+            .env("OVS_RUNDIR", &self.path)
+            .env("OVS_LOGDIR", &self.path)
+            .env("OVS_DBDIR", &self.path)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{prog}: {e}"))
+    }
+
+    fn server(&self, args: &[&str]) -> Output {
+        self.run(env!("CARGO_BIN_EXE_oxvsdb-server"), args)
+    }
+
+    fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.path.join("ovsdb-server.pid")).ok()?.trim().parse().ok()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) on the pid our own detached server wrote.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const INSERT: &str = r#"ovsdb-client transact unix:socket '["ordinals", {"op": "insert", "table": "ordinals", "row": {"number": 1, "name": "one"}}]'"#;
+const SELECT: &str =
+    r#"ovsdb-client transact unix:socket '["ordinals", {"op": "select", "table": "ordinals", "where": []}]'"#;
+
+#[test]
+fn run_option_runs_the_command_and_exits_with_it() {
+    let d = Dir::new("run");
+    let o = d.server(&["--remote=punix:socket", "--unixctl=ctl", "db", &format!("--run={INSERT}")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).starts_with(r#"[{"uuid":["uuid","#), "{}", text(&o.stdout));
+    let o = d.server(&["--remote=punix:socket", "--unixctl=ctl", "db", &format!("--run={SELECT}")]);
+    assert!(text(&o.stdout).contains(r#""name":"one""#), "{}", text(&o.stdout));
+    // The command's failure is the server's.
+    let o = d.server(&["--remote=punix:socket", "--unixctl=ctl", "db", "--run=exit 3"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("exit 3: child exited"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn a_transaction_that_does_not_apply_ends_the_database_and_is_truncated() {
+    let d = Dir::new("badtxn");
+    let o = d.server(&["--remote=punix:socket", "--unixctl=ctl", "db", &format!("--run={INSERT}")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut f = std::fs::OpenOptions::new().append(true).open(d.path.join("db")).unwrap();
+    std::io::Write::write_all(&mut f, b"OVSDB JSON 15 ffbcdae4b0386265f9ea3280dd7c8f0b72a20e56\n{\"invalid\":{}}\n")
+        .unwrap();
+    drop(f);
+    let o = d.server(&["--remote=punix:socket", "--unixctl=ctl", "db", &format!("--run={INSERT}")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains(r#"syntax "{"invalid":{}}": unknown table: No table named invalid."#),
+        "{}",
+        text(&o.stderr)
+    );
+    let file = std::fs::read_to_string(d.path.join("db")).unwrap();
+    assert!(!file.contains("invalid"), "{file}");
+    // Garbage that is not a record at all: logged as a syntax error.
+    let mut f = std::fs::OpenOptions::new().append(true).open(d.path.join("db")).unwrap();
+    std::io::Write::write_all(&mut f, b"xxx\n").unwrap();
+    drop(f);
+    let o = d.server(&["--remote=punix:socket", "--unixctl=ctl", "db", &format!("--run={SELECT}")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("syntax error: db: parse error"), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).matches(r#""name":"one""#).count(), 2, "{}", text(&o.stdout));
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn file_contains(p: &Path, s: &str) -> bool {
+    std::fs::read_to_string(p).is_ok_and(|t| t.contains(s))
+}
+
+#[test]
+fn detached_server_is_ready_on_return_and_obeys_appctl_exit() {
+    let d = Dir::new("detach");
+    let o = d.server(&[
+        "--detach",
+        "--no-chdir",
+        "--pidfile",
+        "--log-file",
+        "--remote=punix:socket",
+        "--remote=ptcp:0:127.0.0.1",
+        "db",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let pid = d.pid().expect("pidfile written before --detach returns");
+    // Ready means bound: the socket is there without waiting.
+    assert!(d.path.join("socket").exists());
+    let o = d.run("ovsdb-client", &["list-dbs", "unix:socket"]);
+    assert_eq!(text(&o.stdout), "_Server\nordinals\n", "{}", text(&o.stderr));
+    assert!(file_contains(&d.path.join("ovsdb-server.log"), "0:127.0.0.1: listening on port "));
+    // A second server on the same pidfile refuses to start.
+    let o = d.server(&["--pidfile", "--remote=punix:socket2", "--unixctl=ctl2", "db"]);
+    assert!(!o.status.success());
+    assert_eq!(d.pid(), Some(pid));
+    // ovs-appctl only trusts a pidfile its writer holds locked.
+    let o = d.run("ovs-appctl", &["-t", "ovsdb-server", "exit"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    wait_for("the server to exit", || !alive(pid));
+    assert!(!d.path.join("ovsdb-server.pid").exists());
+}
