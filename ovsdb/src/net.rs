@@ -21,6 +21,7 @@ use tokio::{
 use crate::{
     jsonrpc::{BacklogLimits, Connection, Message, OutgoingQueue},
     log::{LogError, Rewrite},
+    replication::{LinkEvent, Replication},
     server::{Core, SessionId},
     vlog,
 };
@@ -36,6 +37,8 @@ enum Event {
     Unixctl(String, Vec<String>, oneshot::Sender<Result<String, String>>),
     /// An online compaction's file is written (or failed).
     Compacted(String, Result<Rewrite, LogError>),
+    /// News from the connection to the active server (replication).
+    Repl(u64, LinkEvent),
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -43,27 +46,49 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Runs the server until `exit` comes through unixctl. `remotes`: the
 /// `--remote` arguments.
 pub async fn run(core: Core, remotes: Vec<String>, unixctl: PathBuf) -> Result<(), String> {
-    serve(core, remotes, unixctl, None, None).await
+    serve(core, remotes, unixctl, ServeOptions::default()).await
 }
 
-/// As [`run`]; `ready` fires once the control socket and the listeners are
-/// bound, which is when `ovsdb-server --detach` lets its parent return;
-/// `stop` ends the server as `exit` does (for `--run`).
-pub async fn serve(
-    core: Core,
-    remotes: Vec<String>,
-    unixctl: PathBuf,
-    ready: Option<oneshot::Sender<()>>,
-    stop: Option<oneshot::Receiver<()>>,
-) -> Result<(), String> {
+/// What [`serve`] takes beyond the remotes.
+#[derive(Default)]
+pub struct ServeOptions {
+    /// Fires once the control socket and the listeners are bound, which is
+    /// when `ovsdb-server --detach` lets its parent return.
+    pub ready: Option<oneshot::Sender<()>>,
+    /// Ends the server as `exit` does (for `--run`).
+    pub stop: Option<oneshot::Receiver<()>>,
+    /// `--sync-from`: the active server to replicate.
+    pub sync_from: Option<String>,
+    /// `--sync-exclude-tables`.
+    pub sync_exclude: Option<String>,
+    /// `--active`: know `sync_from` but do not replicate it yet.
+    pub active: bool,
+}
+
+/// As [`run`], with [`ServeOptions`].
+pub async fn serve(core: Core, remotes: Vec<String>, unixctl: PathBuf, opts: ServeOptions) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<Event>(1024);
+    let (mut repl, mut repl_events) = Replication::new(opts.sync_from.clone(), opts.sync_exclude)?;
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some((generation, ev)) = repl_events.recv().await {
+                if tx.send(Event::Repl(generation, ev)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    if opts.sync_from.is_some() && !opts.active {
+        repl.connect();
+    }
     let mut listeners = Listeners { tx: tx.clone(), active: HashMap::new(), configured: remotes };
     listen_unixctl(&unixctl, tx.clone())?;
     listeners.refresh(&core);
-    if let Some(r) = ready {
+    if let Some(r) = opts.ready {
         let _ = r.send(());
     }
-    if let Some(stop) = stop {
+    if let Some(stop) = opts.stop {
         let tx = tx.clone();
         tokio::spawn(async move {
             if stop.await.is_ok() {
@@ -72,7 +97,7 @@ pub async fn serve(
             }
         });
     }
-    let r = core_loop(core, rx, tx, &mut listeners).await;
+    let r = core_loop(core, rx, tx, &mut listeners, &mut repl).await;
     // Like ovsdb-server on exit: close the listeners and remove their sockets.
     for (remote, h) in listeners.active.drain() {
         h.abort();
@@ -301,7 +326,9 @@ async fn core_loop(
     mut rx: mpsc::Receiver<Event>,
     tx: mpsc::Sender<Event>,
     listeners: &mut Listeners,
+    repl: &mut Replication,
 ) -> Result<(), String> {
+    core.read_only = repl.is_backup();
     let mut queues: HashMap<SessionId, (OutgoingQueue, oneshot::Sender<()>)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut exit_reply: Option<oneshot::Sender<Result<String, String>>> = None;
@@ -338,15 +365,21 @@ async fn core_loop(
                         exit_reply = Some(reply);
                         continue;
                     }
-                    let r = unixctl(&mut core, listeners, &cmd, &args);
+                    let r = match repl.unixctl(&cmd, &args) {
+                        Some(r) => r,
+                        None => unixctl(&mut core, listeners, &cmd, &args),
+                    };
                     let _ = reply.send(r);
                 }
+                Event::Repl(generation, ev) => repl.link_event(&mut core, generation, ev),
                 Event::Compacted(db, written) => match core.finish_compaction(&db, written) {
                     Ok(()) => vlog::info("ovsdb_server", &format!("{db}: compacted")),
                     Err(e) => vlog::warn("ovsdb_server", &format!("{db}: compaction failed: {e}")),
                 },
             }
         }
+        repl.run();
+        core.read_only = repl.is_backup();
         core.tick();
         // Group commit: everything appended by this batch is synced at once,
         // before any reply leaves.
@@ -395,7 +428,7 @@ fn unixctl(core: &mut Core, listeners: &mut Listeners, cmd: &str, args: &[String
     match (cmd, args) {
         ("list-commands", []) => Ok(format!(
             "The available commands are:\n{}",
-            COMMANDS.iter().map(|c| format!("  {c}\n")).collect::<String>()
+            COMMANDS.iter().chain(crate::replication::COMMANDS).map(|c| format!("  {c}\n")).collect::<String>()
         )),
         ("version", []) => Ok(format!("ovsdb-server (oxvs) {}\n", env!("CARGO_PKG_VERSION"))),
         ("ovsdb-server/list-dbs", []) => Ok(core.db_names().iter().map(|n| format!("{n}\n")).collect()),

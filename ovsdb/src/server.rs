@@ -99,6 +99,8 @@ pub struct Core {
     locks: BTreeMap<String, VecDeque<SessionId>>,
     parked: Vec<Parked>,
     outbox: Vec<(SessionId, Message)>,
+    /// A backup server's clients may only read (see [`crate::replication`]).
+    pub read_only: bool,
 }
 
 fn err_json(e: &OvsdbError) -> Value {
@@ -120,8 +122,14 @@ impl Core {
             }
             dbs.insert(name, inst);
         }
-        let mut core =
-            Core { dbs, sessions: HashMap::new(), locks: BTreeMap::new(), parked: Vec::new(), outbox: Vec::new() };
+        let mut core = Core {
+            dbs,
+            sessions: HashMap::new(),
+            locks: BTreeMap::new(),
+            parked: Vec::new(),
+            outbox: Vec::new(),
+            read_only: false,
+        };
         core.build_server_db()?;
         Ok(core)
     }
@@ -251,7 +259,7 @@ impl Core {
             has_lock: &has_lock,
             elapsed_ms: since.elapsed().as_millis() as u64,
             can_wait: true,
-            read_only: db == "_Server",
+            read_only: db == "_Server" || self.read_only,
         };
         let inst = self.dbs.get_mut(&db).expect("looked up");
         match txn::execute(&inst.db, &ops, &ctx) {
@@ -293,6 +301,11 @@ impl Core {
     fn committed(&mut self, db: &str, commit: Commit) {
         let inst = self.dbs.get_mut(db).expect("db");
         inst.db.apply(&commit);
+        self.notify(db, commit);
+    }
+
+    /// Tells the monitors of an applied commit, and retries parked waits.
+    fn notify(&mut self, db: &str, commit: Commit) {
         // Standalone databases report the zero transaction id, as OVS's do.
         let txn_id = Uuid::nil();
         // Monitor updates, in session order.
@@ -552,6 +565,66 @@ impl Core {
     }
 
     /// Database names (for ovsdb-server/list-dbs).
+    /// This server's id (`get_server_id`).
+    pub fn server_id(&self) -> Uuid {
+        server_id()
+    }
+
+    /// A database's schema, by name.
+    pub fn schema(&self, db: &str) -> Option<DatabaseSchema> {
+        self.dbs.get(db).map(|i| (*i.db.schema).clone())
+    }
+
+    /// Mirrors the active server's changes into `db` (a backup server's
+    /// replication): `updates` are `<table-updates>` as a version 1 monitor
+    /// sends them. With `reset`, every row of the tables not in it is
+    /// deleted first: `updates` are then the whole of the active
+    /// server's data (the monitor's initial reply). One commit, logged
+    /// and sent to our own monitors as any other.
+    pub fn replica_update(
+        &mut self,
+        db: &str,
+        updates: &Value,
+        reset: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<(), String> {
+        let inst = self.dbs.get_mut(db).ok_or_else(|| format!("unknown database {db}"))?;
+        let Some(updates) = updates.as_object() else { return Err("<table-updates> is not an object".into()) };
+        let mut record = serde_json::Map::new();
+        if let Some(keep) = reset {
+            for (tname, t) in inst.db.tables() {
+                if keep.contains(tname) || t.is_empty() {
+                    continue;
+                }
+                let rows = t.rows().keys().map(|u| (u.to_string(), Value::Null)).collect();
+                record.insert(tname.clone(), Value::Object(rows));
+            }
+        }
+        for (tname, tu) in updates {
+            let Some(t) = inst.db.table(tname) else { return Err(format!("unknown table {tname}")) };
+            let Some(tu) = tu.as_object() else { return Err("<table-update> for table is not object".into()) };
+            let rows = record.entry(tname.clone()).or_insert_with(|| json!({}));
+            let rows = rows.as_object_mut().expect("object");
+            for (us, ru) in tu {
+                let uuid = crate::atom::parse_uuid(us).ok_or("<table-update> names must be UUIDs")?;
+                match ru.get("new") {
+                    // Version 1 updates carry the whole new row, inserts and
+                    // modifies alike: it replaces ours.
+                    Some(new) => {
+                        rows.insert(us.clone(), new.clone());
+                    }
+                    None if t.get(&uuid).is_some() => {
+                        rows.insert(us.clone(), Value::Null);
+                    }
+                    None => {}
+                }
+            }
+        }
+        let commit = inst.db.apply_log_record(&Value::Object(record)).map_err(|e| error_to_string(&e))?;
+        Self::store(inst, &commit, None)?;
+        self.notify(db, commit);
+        Ok(())
+    }
+
     pub fn db_names(&self) -> Vec<String> {
         self.dbs.keys().cloned().collect()
     }

@@ -25,6 +25,9 @@ struct Opts {
     overwrite_pidfile: bool,
     /// `--run=COMMAND`: run it under /bin/sh, exit when it does.
     run: Option<String>,
+    sync_from: Option<String>,
+    sync_exclude: Option<String>,
+    active: bool,
 }
 
 fn env_dir(var: &str, default: &str) -> PathBuf {
@@ -48,6 +51,9 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
         detach: false,
         overwrite_pidfile: false,
         run: None,
+        sync_from: None,
+        sync_exclude: None,
+        active: false,
     };
     for a in args {
         if !a.starts_with('-') {
@@ -76,6 +82,13 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
             }
             "--detach" => o.detach = true,
             "--run" => o.run = Some(need(v)?),
+            "--sync-from" => o.sync_from = Some(need(v)?),
+            "--sync-exclude-tables" => {
+                let spec = need(v)?;
+                oxvs_ovsdb::replication::parse_excluded(&spec)?;
+                o.sync_exclude = Some(spec);
+            }
+            "--active" => o.active = true,
             // Accepted for compatibility; we never chdir, and have no monitor process.
             "--overwrite-pidfile" => o.overwrite_pidfile = true,
             "--no-chdir" | "--monitor" => {}
@@ -216,7 +229,14 @@ fn main() -> ExitCode {
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let stop = opts.run.is_some().then_some(stop_rx);
-        let server = tokio::spawn(net::serve(core, opts.remotes.clone(), unixctl.clone(), Some(bound_tx), stop));
+        let serve_opts = net::ServeOptions {
+            ready: Some(bound_tx),
+            stop,
+            sync_from: opts.sync_from.clone(),
+            sync_exclude: opts.sync_exclude.clone(),
+            active: opts.active,
+        };
+        let server = tokio::spawn(net::serve(core, opts.remotes.clone(), unixctl.clone(), serve_opts));
         // Only once the sockets exist may a detaching parent return: callers
         // connect right after `--detach` comes back.
         if bound_rx.await.is_err() {
