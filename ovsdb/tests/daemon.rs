@@ -157,3 +157,72 @@ fn detached_server_is_ready_on_return_and_obeys_appctl_exit() {
     wait_for("the server to exit", || !alive(pid));
     assert!(!d.path.join("ovsdb-server.pid").exists());
 }
+
+/// Kills a `--detach`ed server by the pid in its pidfile when dropped.
+struct PidGuard(PathBuf);
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.0).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) on the pid our own detached server wrote.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn a_backup_server_mirrors_the_active_one_and_is_read_only() {
+    let d = Dir::new("repl");
+    let o = d.run("ovsdb-tool", &["create", "db2", "schema"]);
+    assert!(o.status.success());
+    let o = d.server(&["--detach", "--no-chdir", "--pidfile", "--log-file", "--remote=punix:socket", "db"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = d.server(&[
+        "--detach",
+        "--no-chdir",
+        "--pidfile=2.pid",
+        "--log-file=2.log",
+        "--remote=punix:socket2",
+        "--unixctl=unixctl2",
+        "--sync-from=unix:socket",
+        "db2",
+    ]);
+    let _backup = PidGuard(d.path.join("2.pid"));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = d.run("sh", &["-c", INSERT]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let ctl = d.path.join("unixctl2");
+    let ctl = ctl.to_str().unwrap();
+    let dump = |sock: &str| text(&d.run("ovsdb-client", &["dump", sock]).stdout);
+    wait_for("the backup to catch up", || dump("unix:socket2").contains("one"));
+    // Same rows, same uuids.
+    assert_eq!(dump("unix:socket"), dump("unix:socket2"));
+    let status = d.run("ovs-appctl", &["-t", ctl, "ovsdb-server/sync-status"]);
+    assert_eq!(text(&status.stdout), "state: backup\nreplicating: unix:socket\ndatabase: ordinals\n");
+    let write = r#"["ordinals", {"op": "insert", "table": "ordinals", "row": {"number": 2, "name": "two"}}]"#;
+    let o = d.run("ovsdb-client", &["transact", "unix:socket2", write]);
+    assert_eq!(
+        text(&o.stdout),
+        "[{\"details\":\"insert operation not allowed when database server is in read only mode\",\"error\":\"not allowed\"}]\n"
+    );
+    // Deletes replicate too.
+    let del = r#"["ordinals", {"op": "delete", "table": "ordinals", "where": []}]"#;
+    assert!(d.run("ovsdb-client", &["transact", "unix:socket", del]).status.success());
+    wait_for("the delete to replicate", || !dump("unix:socket2").contains("one"));
+    // Disconnected, the backup is active and writable.
+    let o = d.run("ovs-appctl", &["-t", ctl, "ovsdb-server/disconnect-active-ovsdb-server"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = d.run("ovsdb-client", &["transact", "unix:socket2", write]);
+    assert!(text(&o.stdout).starts_with(r#"[{"uuid":"#), "{}", text(&o.stdout));
+    // A server may not replicate itself.
+    let o = d.run("ovs-appctl", &["-t", ctl, "ovsdb-server/set-active-ovsdb-server", "unix:socket2"]);
+    assert!(o.status.success());
+    d.run("ovs-appctl", &["-t", ctl, "ovsdb-server/connect-active-ovsdb-server"]);
+    wait_for("self-replication to be refused", || {
+        file_contains(&d.path.join("2.log"), "Self replicating is not allowed")
+    });
+    wait_for("the server to be active again", || {
+        text(&d.run("ovs-appctl", &["-t", ctl, "ovsdb-server/sync-status"]).stdout) == "state: active\n"
+    });
+    assert!(dump("unix:socket2").contains("two"));
+}
