@@ -21,6 +21,7 @@ use tokio::{
 use crate::{
     jsonrpc::{BacklogLimits, Connection, Message, OutgoingQueue},
     log::{LogError, Rewrite},
+    relay::Relays,
     replication::{LinkEvent, Replication},
     server::{Core, SessionId},
     vlog,
@@ -39,6 +40,8 @@ enum Event {
     Compacted(String, Result<Rewrite, LogError>),
     /// News from the connection to the active server (replication).
     Repl(u64, LinkEvent),
+    /// News from a relay database's source (by relay index).
+    Relay(u64, LinkEvent),
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -63,6 +66,8 @@ pub struct ServeOptions {
     pub sync_exclude: Option<String>,
     /// `--active`: know `sync_from` but do not replicate it yet.
     pub active: bool,
+    /// Relay databases: (name, source remote); the core has their schemas.
+    pub relays: Vec<(String, String)>,
 }
 
 /// As [`run`], with [`ServeOptions`].
@@ -82,6 +87,18 @@ pub async fn serve(core: Core, remotes: Vec<String>, unixctl: PathBuf, opts: Ser
     if opts.sync_from.is_some() && !opts.active {
         repl.connect();
     }
+    let (relay_tx, mut relay_events) = mpsc::unbounded_channel();
+    let mut relays = Relays::start(&opts.relays, relay_tx);
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some((index, ev)) = relay_events.recv().await {
+                if tx.send(Event::Relay(index, ev)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
     let mut listeners = Listeners { tx: tx.clone(), active: HashMap::new(), configured: remotes };
     listen_unixctl(&unixctl, tx.clone())?;
     listeners.refresh(&core);
@@ -97,7 +114,7 @@ pub async fn serve(core: Core, remotes: Vec<String>, unixctl: PathBuf, opts: Ser
             }
         });
     }
-    let r = core_loop(core, rx, tx, &mut listeners, &mut repl).await;
+    let r = core_loop(core, rx, tx, &mut listeners, &mut repl, &mut relays).await;
     // Like ovsdb-server on exit: close the listeners and remove their sockets.
     for (remote, h) in listeners.active.drain() {
         h.abort();
@@ -327,6 +344,7 @@ async fn core_loop(
     tx: mpsc::Sender<Event>,
     listeners: &mut Listeners,
     repl: &mut Replication,
+    relays: &mut Relays,
 ) -> Result<(), String> {
     core.read_only = repl.is_backup();
     let mut queues: HashMap<SessionId, (OutgoingQueue, oneshot::Sender<()>)> = HashMap::new();
@@ -372,6 +390,7 @@ async fn core_loop(
                     let _ = reply.send(r);
                 }
                 Event::Repl(generation, ev) => repl.link_event(&mut core, generation, ev),
+                Event::Relay(index, ev) => relays.link_event(&mut core, index, ev),
                 Event::Compacted(db, written) => match core.finish_compaction(&db, written) {
                     Ok(()) => vlog::info("ovsdb_server", &format!("{db}: compacted")),
                     Err(e) => vlog::warn("ovsdb_server", &format!("{db}: compaction failed: {e}")),
@@ -380,6 +399,9 @@ async fn core_loop(
         }
         repl.run();
         core.read_only = repl.is_backup();
+        for f in core.take_forwards() {
+            relays.forward(&mut core, f);
+        }
         core.tick();
         // Group commit: everything appended by this batch is synced at once,
         // before any reply leaves.

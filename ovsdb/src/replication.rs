@@ -445,7 +445,7 @@ pub fn replication_possible(local: &DatabaseSchema, remote: &DatabaseSchema) -> 
 
 /// Connects to `remote` (`unix:PATH` or `tcp:IP:PORT`) again and again, with
 /// OVS's backoff (1 s doubling to 8 s), relaying messages both ways.
-async fn run_link(
+pub(crate) async fn run_link(
     remote: String,
     generation: u64,
     mut out: mpsc::UnboundedReceiver<Message>,

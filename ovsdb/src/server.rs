@@ -8,7 +8,7 @@
 //! delivers the replies (group commit). No reply to a transaction leaves
 //! before its commit is on disk.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     path::{Path, PathBuf},
     sync::Arc,
     time::Instant,
@@ -23,6 +23,7 @@ use crate::{
     jsonrpc::Message,
     log::{Log, LogError, OpenMode, ReadErrorKind, Rewrite, annotate_txn, now_ms},
     monitor::{Monitor, MonitorVersion},
+    relay::Forward,
     schema::DatabaseSchema,
     txn::{self, TxnContext, TxnOutcome},
     vlog,
@@ -101,6 +102,10 @@ pub struct Core {
     outbox: Vec<(SessionId, Message)>,
     /// A backup server's clients may only read (see [`crate::replication`]).
     pub read_only: bool,
+    /// Relay databases (see [`crate::relay`]), and the write transactions
+    /// for their sources.
+    relays: BTreeSet<String>,
+    forwards: Vec<Forward>,
 }
 
 fn err_json(e: &OvsdbError) -> Value {
@@ -129,6 +134,8 @@ impl Core {
             parked: Vec::new(),
             outbox: Vec::new(),
             read_only: false,
+            relays: BTreeSet::new(),
+            forwards: Vec::new(),
         };
         core.build_server_db()?;
         Ok(core)
@@ -154,6 +161,29 @@ impl Core {
         db.apply_log_record(&json!({"Database": table})).map_err(|e| format!("building _Server: {e}"))?;
         self.dbs.insert("_Server".into(), DbInstance { db, log: None, dirty: false });
         Ok(())
+    }
+
+    /// Adds an in-memory database that relays another server's (its rows
+    /// come through [`Core::replica_update`]).
+    pub fn add_relay_db(&mut self, schema: DatabaseSchema) -> Result<(), String> {
+        let name = schema.name.clone();
+        if self.dbs.contains_key(&name) {
+            return Err(format!("relay:{name}: duplicate database name {name}"));
+        }
+        self.dbs.insert(name.clone(), DbInstance { db: Database::new(Arc::new(schema)), log: None, dirty: false });
+        self.relays.insert(name);
+        self.dbs.remove("_Server");
+        self.build_server_db()
+    }
+
+    /// Write transactions on relay databases, to be sent to their sources.
+    pub fn take_forwards(&mut self) -> Vec<Forward> {
+        std::mem::take(&mut self.forwards)
+    }
+
+    /// Queues a message for a session (replies to forwarded transactions).
+    pub fn reply(&mut self, to: SessionId, m: Message) {
+        self.send(to, m);
     }
 
     pub fn add_session(&mut self, id: SessionId) {
@@ -252,6 +282,15 @@ impl Core {
     // ---- transactions -------------------------------------------------
 
     fn transact(&mut self, from: SessionId, db: String, ops: Vec<Value>, id: Value, since: Instant) {
+        // A relay answers reads itself; what writes goes to the source.
+        let writes =
+            || ops.iter().any(|op| op.get("op").and_then(Value::as_str).and_then(txn::op_read_only) == Some(false));
+        if self.relays.contains(&db) && !self.read_only && writes() {
+            let mut params = vec![json!(db)];
+            params.extend(ops);
+            self.forwards.push(Forward { session: from, id, db, params });
+            return;
+        }
         let locks: HashSet<String> =
             self.locks.iter().filter(|(_, q)| q.front() == Some(&from)).map(|(n, _)| n.clone()).collect();
         let has_lock = |n: &str| locks.contains(n);
@@ -585,7 +624,7 @@ impl Core {
         &mut self,
         db: &str,
         updates: &Value,
-        reset: Option<&std::collections::BTreeSet<String>>,
+        reset: Option<&BTreeSet<String>>,
     ) -> Result<(), String> {
         let inst = self.dbs.get_mut(db).ok_or_else(|| format!("unknown database {db}"))?;
         let Some(updates) = updates.as_object() else { return Err("<table-updates> is not an object".into()) };

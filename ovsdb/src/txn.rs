@@ -181,7 +181,7 @@ fn prescan_uuid_names(ops: &[Value]) -> Symbols {
 }
 
 /// Whether operation `name` exists, and whether it only reads.
-fn op_read_only(name: &str) -> Option<bool> {
+pub(crate) fn op_read_only(name: &str) -> Option<bool> {
     match name {
         "select" | "wait" | "abort" | "comment" | "assert" => Some(true),
         "insert" | "update" | "mutate" | "delete" | "commit" => Some(false),

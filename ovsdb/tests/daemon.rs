@@ -226,3 +226,36 @@ fn a_backup_server_mirrors_the_active_one_and_is_read_only() {
     });
     assert!(dump("unix:socket2").contains("two"));
 }
+
+#[test]
+fn a_relay_serves_its_sources_database_and_forwards_writes() {
+    let d = Dir::new("relay");
+    let o = d.server(&["--detach", "--no-chdir", "--pidfile", "--log-file", "--remote=punix:socket", "db"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = d.server(&[
+        "--detach",
+        "--no-chdir",
+        "--pidfile=2.pid",
+        "--log-file=2.log",
+        "--remote=punix:socket2",
+        "--unixctl=unixctl2",
+        "relay:ordinals:unix:socket",
+    ]);
+    let _relay = PidGuard(d.path.join("2.pid"));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = d.run("ovsdb-client", &["list-dbs", "unix:socket2"]);
+    assert_eq!(text(&o.stdout), "_Server\nordinals\n");
+    // A write through the relay lands in the source and comes back.
+    let write = r#"["ordinals", {"op": "insert", "table": "ordinals", "row": {"number": 2, "name": "two"}}]"#;
+    let o = d.run("ovsdb-client", &["transact", "unix:socket2", write]);
+    assert!(text(&o.stdout).starts_with(r#"[{"uuid":"#), "{}", text(&o.stdout));
+    let dump = |sock: &str| text(&d.run("ovsdb-client", &["dump", sock]).stdout);
+    assert!(dump("unix:socket").contains("two"));
+    wait_for("the relay to see the write", || dump("unix:socket2") == dump("unix:socket"));
+    // Errors come from the source, verbatim.
+    let bad = r#"["ordinals", {"op": "insert", "table": "nope", "row": {}}]"#;
+    let direct = d.run("ovsdb-client", &["transact", "unix:socket", bad]);
+    let relayed = d.run("ovsdb-client", &["transact", "unix:socket2", bad]);
+    assert_eq!(text(&relayed.stdout), text(&direct.stdout));
+    assert_eq!(text(&relayed.stderr), text(&direct.stderr));
+}

@@ -13,7 +13,7 @@ use std::{
     process::ExitCode,
 };
 
-use oxvs_ovsdb::{net, server::Core, vlog};
+use oxvs_ovsdb::{net, relay, server::Core, vlog};
 
 struct Opts {
     dbs: Vec<PathBuf>,
@@ -28,6 +28,8 @@ struct Opts {
     sync_from: Option<String>,
     sync_exclude: Option<String>,
     active: bool,
+    /// `relay:DB:REMOTE` arguments, split.
+    relays: Vec<(String, String)>,
 }
 
 fn env_dir(var: &str, default: &str) -> PathBuf {
@@ -54,8 +56,13 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
         sync_from: None,
         sync_exclude: None,
         active: false,
+        relays: Vec::new(),
     };
     for a in args {
+        if a.starts_with("relay:") {
+            o.relays.push(relay::parse_spec(&a).ok_or_else(|| format!("{a}: expected relay:DATABASE:REMOTE"))?);
+            continue;
+        }
         if !a.starts_with('-') {
             o.dbs.push(PathBuf::from(a));
             continue;
@@ -104,7 +111,7 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
             _ => return Err(format!("unrecognized option '{a}' (use --help for help)")),
         }
     }
-    if o.dbs.is_empty() {
+    if o.dbs.is_empty() && o.relays.is_empty() {
         o.dbs.push(env_dir("OVS_DBDIR", "/etc/openvswitch").join("conf.db"));
     }
     Ok(o)
@@ -204,13 +211,22 @@ fn main() -> ExitCode {
         eprintln!("oxvsdb-server: {}: {e}", l.display());
         return ExitCode::from(1);
     }
-    let core = match Core::open(&opts.dbs) {
+    let mut core = match Core::open(&opts.dbs) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("oxvsdb-server: {e}");
             return ExitCode::from(1);
         }
     };
+    // A relay database takes its schema from its source, before serving.
+    for (db, remote) in &opts.relays {
+        let added = relay::fetch_schema(db, remote, std::time::Duration::from_secs(10))
+            .and_then(|schema| core.add_relay_db(schema));
+        if let Err(e) = added {
+            eprintln!("oxvsdb-server: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let pid = std::process::id();
     let unixctl = opts.unixctl.clone().unwrap_or_else(|| rundir().join(format!("ovsdb-server.{pid}.ctl")));
     // Held (and so locked) for the life of the process.
@@ -235,6 +251,7 @@ fn main() -> ExitCode {
             sync_from: opts.sync_from.clone(),
             sync_exclude: opts.sync_exclude.clone(),
             active: opts.active,
+            relays: opts.relays.clone(),
         };
         let server = tokio::spawn(net::serve(core, opts.remotes.clone(), unixctl.clone(), serve_opts));
         // Only once the sockets exist may a detaching parent return: callers
