@@ -3,7 +3,7 @@
 //! socket for `ovs-appctl`, and the core task that owns [`Core`] and runs
 //! requests in batches with one log sync per batch (group commit).
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     os::unix::fs::PermissionsExt,
     path::PathBuf,
     sync::atomic::{AtomicU64, Ordering},
@@ -32,7 +32,8 @@ use crate::{
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 enum Event {
-    Open(SessionId, OutgoingQueue, oneshot::Sender<()>),
+    /// A new session; true if it came in on a read-only remote.
+    Open(SessionId, OutgoingQueue, oneshot::Sender<()>, bool),
     Msg(SessionId, Message),
     Close(SessionId),
     Unixctl(String, Vec<String>, oneshot::Sender<Result<String, String>>),
@@ -99,7 +100,8 @@ pub async fn serve(core: Core, remotes: Vec<String>, unixctl: PathBuf, opts: Ser
             }
         });
     }
-    let mut listeners = Listeners { tx: tx.clone(), active: HashMap::new(), configured: remotes };
+    let mut listeners =
+        Listeners { tx: tx.clone(), active: HashMap::new(), configured: remotes, read_only: BTreeSet::new() };
     listen_unixctl(&unixctl, tx.clone())?;
     listeners.refresh(&core);
     if let Some(r) = opts.ready {
@@ -132,40 +134,51 @@ struct Listeners {
     active: HashMap<String, JoinHandle<()>>,
     /// What was asked for, `db:` ones included.
     configured: Vec<String>,
+    /// Active remotes whose sessions may only read.
+    read_only: BTreeSet<String>,
 }
 
 impl Listeners {
     /// Binds what is configured and not yet listening, closes what no longer is.
     fn refresh(&mut self, core: &Core) {
-        let mut want = BTreeSet::new();
+        // Remote → read-only.
+        let mut want = BTreeMap::new();
         for r in &self.configured {
             if let Some(spec) = r.strip_prefix("db:") {
-                match core.remotes_from_db(spec) {
-                    Ok(v) => want.extend(v.into_iter().filter(|x| x.starts_with("punix:") || x.starts_with("ptcp:"))),
+                match core.remotes_from_db_with_options(spec) {
+                    Ok(v) => {
+                        want.extend(v.into_iter().filter(|(x, _)| x.starts_with("punix:") || x.starts_with("ptcp:")))
+                    }
                     Err(e) => vlog::warn("jsonrpc", &e),
                 }
             } else {
-                want.insert(r.clone());
+                want.insert(r.clone(), false);
             }
         }
+        let read_only = &mut self.read_only;
         self.active.retain(|r, h| {
-            if want.contains(r) {
+            // Kept only as it was bound: same remote, same read-only-ness.
+            if want.get(r) == Some(&read_only.contains(r)) {
                 true
             } else {
                 h.abort();
+                read_only.remove(r);
                 if let Some(p) = r.strip_prefix("punix:") {
                     let _ = std::fs::remove_file(p);
                 }
                 false
             }
         });
-        for r in want {
+        for (r, ro) in want {
             if self.active.contains_key(&r) {
                 continue;
             }
-            match listen(&r, self.tx.clone()) {
+            match listen(&r, self.tx.clone(), ro) {
                 Ok(h) => {
                     vlog::info("jsonrpc", &format!("{r}: listening"));
+                    if ro {
+                        self.read_only.insert(r.clone());
+                    }
                     self.active.insert(r, h);
                 }
                 Err(e) => vlog::err("jsonrpc", &format!("{r}: listen failed: {e}")),
@@ -175,7 +188,7 @@ impl Listeners {
 }
 
 /// Binds a passive remote and spawns its accept loop.
-fn listen(remote: &str, tx: mpsc::Sender<Event>) -> Result<JoinHandle<()>, String> {
+fn listen(remote: &str, tx: mpsc::Sender<Event>, read_only: bool) -> Result<JoinHandle<()>, String> {
     if let Some(path) = remote.strip_prefix("punix:") {
         let _ = std::fs::remove_file(path);
         let l = std::os::unix::net::UnixListener::bind(path).map_err(|e| e.to_string())?;
@@ -187,7 +200,7 @@ fn listen(remote: &str, tx: mpsc::Sender<Event>) -> Result<JoinHandle<()>, Strin
             loop {
                 match l.accept().await {
                     Ok((s, _)) => {
-                        tokio::spawn(session(s, tx.clone(), false));
+                        tokio::spawn(session(s, tx.clone(), false, read_only));
                     }
                     Err(e) => {
                         vlog::warn("jsonrpc", &format!("accept: {e}"));
@@ -216,7 +229,7 @@ fn listen(remote: &str, tx: mpsc::Sender<Event>) -> Result<JoinHandle<()>, Strin
                 match l.accept().await {
                     Ok((s, _)) => {
                         let _ = s.set_nodelay(true);
-                        tokio::spawn(session(s, tx.clone(), true));
+                        tokio::spawn(session(s, tx.clone(), true, read_only));
                     }
                     Err(e) => {
                         vlog::warn("jsonrpc", &format!("accept: {e}"));
@@ -232,11 +245,16 @@ fn listen(remote: &str, tx: mpsc::Sender<Event>) -> Result<JoinHandle<()>, Strin
 
 /// One client: reads and frames its messages for the core; a writer task
 /// sends what the core queues, within a backlog bound.
-async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, tx: mpsc::Sender<Event>, probe: bool) {
+async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    tx: mpsc::Sender<Event>,
+    probe: bool,
+    read_only: bool,
+) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let (mut reader, queue, writer) = Connection::new(stream).into_queued(BacklogLimits::default());
     let (kill_tx, mut kill_rx) = oneshot::channel();
-    if tx.send(Event::Open(id, queue.clone(), kill_tx)).await.is_err() {
+    if tx.send(Event::Open(id, queue.clone(), kill_tx, read_only)).await.is_err() {
         return;
     }
     tokio::spawn(writer.run());
@@ -366,8 +384,11 @@ async fn core_loop(
         let mut remotes_changed = false;
         for ev in batch {
             match ev {
-                Event::Open(id, q, kill) => {
+                Event::Open(id, q, kill, read_only) => {
                     core.add_session(id);
+                    if read_only {
+                        core.set_session_read_only(id);
+                    }
                     queues.insert(id, (q, kill));
                 }
                 Event::Msg(id, m) => {
@@ -454,8 +475,15 @@ fn unixctl(core: &mut Core, listeners: &mut Listeners, cmd: &str, args: &[String
         )),
         ("version", []) => Ok(format!("ovsdb-server (oxvs) {}\n", env!("CARGO_PKG_VERSION"))),
         ("ovsdb-server/list-dbs", []) => Ok(core.db_names().iter().map(|n| format!("{n}\n")).collect()),
-        ("ovsdb-server/list-remotes", []) => Ok(listeners.configured.iter().map(|r| format!("{r}\n")).collect()),
+        ("ovsdb-server/list-remotes", []) => {
+            // Sorted, as OVS lists them.
+            let sorted: BTreeSet<&String> = listeners.configured.iter().collect();
+            Ok(sorted.into_iter().map(|r| format!("{r}\n")).collect())
+        }
         ("ovsdb-server/add-remote", [r]) => {
+            if let Some(spec) = r.strip_prefix("db:") {
+                core.remotes_from_db(spec).map_err(|e| e + "\n")?;
+            }
             if !listeners.configured.contains(r) {
                 listeners.configured.push(r.clone());
             }

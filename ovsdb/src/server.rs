@@ -106,6 +106,8 @@ pub struct Core {
     /// for their sources.
     relays: BTreeSet<String>,
     forwards: Vec<Forward>,
+    /// Sessions that came in on a read-only remote.
+    read_only_sessions: HashSet<SessionId>,
 }
 
 fn err_json(e: &OvsdbError) -> Value {
@@ -136,6 +138,7 @@ impl Core {
             read_only: false,
             relays: BTreeSet::new(),
             forwards: Vec::new(),
+            read_only_sessions: HashSet::new(),
         };
         core.build_server_db()?;
         Ok(core)
@@ -186,6 +189,11 @@ impl Core {
         self.send(to, m);
     }
 
+    /// Marks a session as one that may only read (a read-only remote's).
+    pub fn set_session_read_only(&mut self, id: SessionId) {
+        self.read_only_sessions.insert(id);
+    }
+
     pub fn add_session(&mut self, id: SessionId) {
         self.sessions.insert(id, Session { monitors: HashMap::new(), locks: HashSet::new() });
     }
@@ -193,6 +201,7 @@ impl Core {
     /// Forgets a session: its monitors, parked transactions and locks (the next
     /// waiter of each lock it owned is told it has it).
     pub fn remove_session(&mut self, id: SessionId) {
+        self.read_only_sessions.remove(&id);
         let Some(s) = self.sessions.remove(&id) else { return };
         self.parked.retain(|p| p.session != id);
         for name in s.locks {
@@ -285,7 +294,7 @@ impl Core {
         // A relay answers reads itself; what writes goes to the source.
         let writes =
             || ops.iter().any(|op| op.get("op").and_then(Value::as_str).and_then(txn::op_read_only) == Some(false));
-        if self.relays.contains(&db) && !self.read_only && writes() {
+        if self.relays.contains(&db) && !self.read_only && !self.read_only_sessions.contains(&from) && writes() {
             let mut params = vec![json!(db)];
             params.extend(ops);
             self.forwards.push(Forward { session: from, id, db, params });
@@ -298,7 +307,7 @@ impl Core {
             has_lock: &has_lock,
             elapsed_ms: since.elapsed().as_millis() as u64,
             can_wait: true,
-            read_only: db == "_Server" || self.read_only,
+            read_only: db == "_Server" || self.read_only || self.read_only_sessions.contains(&from),
         };
         let inst = self.dbs.get_mut(&db).expect("looked up");
         match txn::execute(&inst.db, &ops, &ctx) {
@@ -672,27 +681,40 @@ impl Core {
     /// `target` column of rows the column refers to (as ovsdb-server reads
     /// Manager rows).
     pub fn remotes_from_db(&self, spec: &str) -> Result<Vec<String>, String> {
+        Ok(self.remotes_from_db_with_options(spec)?.into_iter().map(|(r, _)| r).collect())
+    }
+
+    /// As [`Core::remotes_from_db`], with whether each remote is read-only
+    /// (a referenced row's `read_only` column, as in OVS's Manager table).
+    pub fn remotes_from_db_with_options(&self, spec: &str) -> Result<Vec<(String, bool)>, String> {
         let parts: Vec<&str> = spec.split(',').collect();
-        let [db, table, column] = parts[..] else { return Err(format!("\"db:{spec}\": expected db:DB,TABLE,COLUMN")) };
-        let inst = self.dbs.get(db).ok_or_else(|| format!("{spec}: no database named {db}"))?;
-        let t = inst.db.table(table).ok_or_else(|| format!("{spec}: no table named {table}"))?;
-        let col = t.schema.column(column).ok_or_else(|| format!("{spec}: no column named {column}"))?;
+        let [db, table, column] = parts[..] else { return Err(format!("\"db:{spec}\": invalid syntax")) };
+        let inst = self.dbs.get(db).ok_or_else(|| format!("\"db:{spec}\": no database named {db}"))?;
+        let t = inst.db.table(table).ok_or_else(|| format!("\"db:{spec}\": no table named {table}"))?;
+        let col = t
+            .schema
+            .column(column)
+            .ok_or_else(|| format!("\"db:{spec}\": table \"{table}\" has no column \"{column}\""))?;
         let mut out = Vec::new();
         for row in t.rows().values() {
             let Some(d) = row.get(column) else { continue };
             for a in d.keys.iter().chain(d.values.iter().flatten()) {
                 match a {
-                    crate::atom::Atom::String(s) => out.push(s.to_string()),
+                    crate::atom::Atom::String(s) => out.push((s.to_string(), false)),
                     crate::atom::Atom::Uuid(u) => {
                         let rt = col.type_.key.ref_table.as_deref().or(col
                             .type_
                             .value
                             .as_ref()
                             .and_then(|v| v.ref_table.as_deref()));
-                        if let Some(target) = rt.and_then(|rt| inst.db.get(rt, u)).and_then(|r| r.get("target")) {
+                        let Some(row) = rt.and_then(|rt| inst.db.get(rt, u)) else { continue };
+                        let read_only = row
+                            .get("read_only")
+                            .is_some_and(|d| d.keys.first().is_some_and(|a| *a == crate::atom::Atom::Boolean(true)));
+                        if let Some(target) = row.get("target") {
                             for k in &target.keys {
                                 if let Some(s) = k.as_str() {
-                                    out.push(s.to_string());
+                                    out.push((s.to_string(), read_only));
                                 }
                             }
                         }

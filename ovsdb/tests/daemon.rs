@@ -259,3 +259,43 @@ fn a_relay_serves_its_sources_database_and_forwards_writes() {
     assert_eq!(text(&relayed.stdout), text(&direct.stdout));
     assert_eq!(text(&relayed.stderr), text(&direct.stderr));
 }
+
+#[test]
+fn db_remotes_honour_read_only_and_bad_ones_are_refused() {
+    let d = Dir::new("dbremote");
+    let schema = r#"{"name": "mydb", "tables": {
+      "Root": {"columns": {"managers": {"type": {"key": {"type": "uuid", "refTable": "Manager"}, "min": 0, "max": "unlimited"}}}},
+      "Manager": {"columns": {"target": {"type": "string"}, "read_only": {"type": {"key": "boolean", "min": 0, "max": 1}}}},
+      "ordinals": {"columns": {"number": {"type": "integer"}}}}}"#;
+    std::fs::write(d.path.join("schema2"), schema).unwrap();
+    assert!(d.run("ovsdb-tool", &["create", "db2", "schema2"]).status.success());
+    let setup = r#"["mydb", {"op": "insert", "table": "Root", "row": {"managers": ["set", [["named-uuid", "ro"], ["named-uuid", "rw"]]]}},
+        {"op": "insert", "table": "Manager", "uuid-name": "ro", "row": {"target": "punix:ro.sock", "read_only": true}},
+        {"op": "insert", "table": "Manager", "uuid-name": "rw", "row": {"target": "punix:rw.sock"}}]"#;
+    assert!(d.run("ovsdb-tool", &["transact", "db2", setup]).status.success());
+    let o = d.server(&["--detach", "--no-chdir", "--pidfile", "--remote=db:mydb,Root,managers", "db2"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let insert = r#"["mydb", {"op": "insert", "table": "ordinals", "row": {"number": 1}}]"#;
+    let o = d.run("ovsdb-client", &["transact", "unix:ro.sock", insert]);
+    assert_eq!(
+        text(&o.stdout),
+        "[{\"details\":\"insert operation not allowed when database server is in read only mode\",\"error\":\"not allowed\"}]\n"
+    );
+    let select = r#"["mydb", {"op": "select", "table": "ordinals", "where": []}]"#;
+    assert_eq!(text(&d.run("ovsdb-client", &["transact", "unix:ro.sock", select]).stdout), "[{\"rows\":[]}]\n");
+    let o = d.run("ovsdb-client", &["transact", "unix:rw.sock", insert]);
+    assert!(text(&o.stdout).starts_with(r#"[{"uuid":"#), "{}", text(&o.stdout));
+    for (spec, complaint) in [
+        ("db:x,y,z", "\"db:x,y,z\": no database named x"),
+        ("db:mydb,y,z", "\"db:mydb,y,z\": no table named y"),
+        ("db:mydb,Root,z", "\"db:mydb,Root,z\": table \"Root\" has no column \"z\""),
+    ] {
+        let o = d.run("ovs-appctl", &["-t", "ovsdb-server", "ovsdb-server/add-remote", spec]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(text(&o.stderr).starts_with(complaint), "{}", text(&o.stderr));
+    }
+    // Listed sorted, as OVS does.
+    assert!(d.run("ovs-appctl", &["-t", "ovsdb-server", "ovsdb-server/add-remote", "punix:a.sock"]).status.success());
+    let o = d.run("ovs-appctl", &["-t", "ovsdb-server", "ovsdb-server/list-remotes"]);
+    assert_eq!(text(&o.stdout), "db:mydb,Root,managers\npunix:a.sock\n");
+}
