@@ -69,6 +69,14 @@ pub struct ServeOptions {
     pub active: bool,
     /// Relay databases: (name, source remote); the core has their schemas.
     pub relays: Vec<(String, String)>,
+    /// Where to save the remotes as they change (see [`saved_remotes`]).
+    pub config_file: Option<PathBuf>,
+}
+
+/// The remotes a previous run saved in `config_file`.
+pub fn saved_remotes(config_file: &std::path::Path) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(config_file).ok()?).ok()?;
+    v.get("remotes")?.as_array()?.iter().map(|r| r.as_str().map(str::to_string)).collect()
 }
 
 /// As [`run`], with [`ServeOptions`].
@@ -100,8 +108,14 @@ pub async fn serve(core: Core, remotes: Vec<String>, unixctl: PathBuf, opts: Ser
             }
         });
     }
-    let mut listeners =
-        Listeners { tx: tx.clone(), active: HashMap::new(), configured: remotes, read_only: BTreeSet::new() };
+    let mut listeners = Listeners {
+        tx: tx.clone(),
+        active: HashMap::new(),
+        configured: remotes,
+        read_only: BTreeSet::new(),
+        config_file: opts.config_file,
+    };
+    listeners.save();
     listen_unixctl(&unixctl, tx.clone())?;
     listeners.refresh(&core);
     if let Some(r) = opts.ready {
@@ -136,6 +150,20 @@ struct Listeners {
     configured: Vec<String>,
     /// Active remotes whose sessions may only read.
     read_only: BTreeSet<String>,
+    /// Where run-time changes to the remotes are saved (`--monitor`).
+    config_file: Option<PathBuf>,
+}
+
+impl Listeners {
+    /// Saves the configured remotes, so that a daemon restarted by its
+    /// monitor process listens where this one did.
+    fn save(&self) {
+        if let Some(f) = &self.config_file
+            && let Err(e) = std::fs::write(f, json!({"remotes": self.configured}).to_string())
+        {
+            vlog::warn("ovsdb_server", &format!("{}: {e}", f.display()));
+        }
+    }
 }
 
 impl Listeners {
@@ -486,6 +514,7 @@ fn unixctl(core: &mut Core, listeners: &mut Listeners, cmd: &str, args: &[String
             }
             if !listeners.configured.contains(r) {
                 listeners.configured.push(r.clone());
+                listeners.save();
             }
             listeners.refresh(core);
             Ok(String::new())
@@ -496,6 +525,7 @@ fn unixctl(core: &mut Core, listeners: &mut Listeners, cmd: &str, args: &[String
             if listeners.configured.len() == n {
                 return Err("Can't find the remote to remove.\n".into());
             }
+            listeners.save();
             listeners.refresh(core);
             Ok(String::new())
         }

@@ -299,3 +299,35 @@ fn db_remotes_honour_read_only_and_bad_ones_are_refused() {
     let o = d.run("ovs-appctl", &["-t", "ovsdb-server", "ovsdb-server/list-remotes"]);
     assert_eq!(text(&o.stdout), "db:mydb,Root,managers\npunix:a.sock\n");
 }
+
+#[test]
+fn monitor_restarts_a_crashed_server_with_its_run_time_remotes() {
+    let d = Dir::new("monitor");
+    let o = d.server(&["--monitor", "--detach", "--no-chdir", "--pidfile", "--log-file", "db"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let appctl = |args: &[&str]| {
+        let mut a = vec!["-t", "ovsdb-server"];
+        a.extend_from_slice(args);
+        d.run("ovs-appctl", &a)
+    };
+    assert!(appctl(&["ovsdb-server/add-remote", "punix:socket1"]).status.success());
+    assert!(appctl(&["ovsdb-server/add-remote", "punix:socket2"]).status.success());
+    assert!(appctl(&["ovsdb-server/remove-remote", "punix:socket2"]).status.success());
+    wait_for("socket1", || d.path.join("socket1").exists());
+    let old = d.pid().unwrap();
+    std::fs::remove_file(d.path.join("socket1")).unwrap();
+    // SAFETY: kill(2) on the pid our own server wrote.
+    unsafe { libc::kill(old, libc::SIGSEGV) };
+    wait_for("the old server to die", || !alive(old));
+    wait_for("a new server", || d.pid().is_some_and(|p| p != old && alive(p)));
+    wait_for("the new server's socket1", || d.path.join("socket1").exists());
+    let o = appctl(&["ovsdb-server/list-remotes"]);
+    assert_eq!(text(&o.stdout), "punix:socket1\n");
+    assert!(!d.path.join("socket2").exists());
+    // A clean exit ends the monitor too: nothing comes back.
+    let new = d.pid().unwrap();
+    assert!(appctl(&["exit"]).status.success());
+    wait_for("the server to exit", || !alive(new));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(d.pid().is_none());
+}

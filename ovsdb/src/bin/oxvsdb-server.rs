@@ -30,6 +30,8 @@ struct Opts {
     active: bool,
     /// `relay:DB:REMOTE` arguments, split.
     relays: Vec<(String, String)>,
+    /// `--monitor`: a parent process restarts the server if it crashes.
+    monitor: bool,
 }
 
 fn env_dir(var: &str, default: &str) -> PathBuf {
@@ -57,6 +59,7 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
         sync_exclude: None,
         active: false,
         relays: Vec::new(),
+        monitor: false,
     };
     for a in args {
         if a.starts_with("relay:") {
@@ -98,7 +101,8 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
             "--active" => o.active = true,
             // Accepted for compatibility; we never chdir, and have no monitor process.
             "--overwrite-pidfile" => o.overwrite_pidfile = true,
-            "--no-chdir" | "--monitor" => {}
+            "--monitor" => o.monitor = true,
+            "--no-chdir" => {}
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -196,6 +200,71 @@ fn make_pidfile(path: &std::path::Path, overwrite: bool) -> Result<std::fs::File
     Ok(f)
 }
 
+/// Signals that mean the server crashed (OVS's monitor restarts on these).
+const CRASH_SIGNALS: &[libc::c_int] = &[
+    libc::SIGABRT,
+    libc::SIGALRM,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGPIPE,
+    libc::SIGSEGV,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+];
+
+/// `--monitor`: this process stays behind as a monitor that forks the
+/// server and forks it again whenever it dies of a crash signal; it exits
+/// (with the server's status) when the server ends any other way. Returns
+/// in each server child: whether it is a restart, and the file where the
+/// run-time configuration is kept across restarts.
+fn monitor(ready: &mut Option<std::fs::File>) -> (bool, PathBuf) {
+    let config = std::env::temp_dir().join(format!("oxvsdb-server.{}.config", std::process::id()));
+    let mut restarted = false;
+    loop {
+        // SAFETY: no threads exist yet (the runtime starts in the child).
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            eprintln!("oxvsdb-server: fork failed");
+            std::process::exit(1);
+        }
+        if pid == 0 {
+            return (restarted, config);
+        }
+        // Only the first server tells a detaching parent it is ready, and
+        // the console is the server's: the monitor lets go of both (or
+        // whoever waits for the console to close would wait for good).
+        if ready.take().is_some() {
+            // SAFETY: dup2 of /dev/null over our own standard descriptors.
+            unsafe {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    libc::dup2(null, 0);
+                    libc::dup2(null, 1);
+                    libc::dup2(null, 2);
+                    libc::close(null);
+                }
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                break;
+            }
+        }
+        let crashed = libc::WIFSIGNALED(status) && CRASH_SIGNALS.contains(&libc::WTERMSIG(status));
+        if !crashed {
+            let _ = std::fs::remove_file(&config);
+            let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 1 };
+            std::process::exit(code);
+        }
+        vlog::err("monitor", &format!("server (pid {pid}) died, restarting"));
+        restarted = true;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 fn main() -> ExitCode {
     let opts = match parse(std::env::args().skip(1).collect()) {
         Ok(o) => o,
@@ -204,7 +273,25 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let ready = if opts.detach { detach() } else { None };
+    // Rust's runtime catches SIGSEGV and SIGBUS to report stack overflows,
+    // and a signal sent with kill(2) then does nothing; a server is expected
+    // to die of them (its monitor restarts it).
+    // SAFETY: resetting signal dispositions, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+    }
+    let mut opts = opts;
+    let mut ready = if opts.detach { detach() } else { None };
+    let config_file = if opts.monitor {
+        let (restarted, config) = monitor(&mut ready);
+        if restarted && let Some(remotes) = net::saved_remotes(&config) {
+            opts.remotes = remotes;
+        }
+        Some(config)
+    } else {
+        None
+    };
     if let Some(l) = &opts.log_file
         && let Err(e) = vlog::set_log_file(l)
     {
@@ -252,6 +339,7 @@ fn main() -> ExitCode {
             sync_exclude: opts.sync_exclude.clone(),
             active: opts.active,
             relays: opts.relays.clone(),
+            config_file: config_file.clone(),
         };
         let server = tokio::spawn(net::serve(core, opts.remotes.clone(), unixctl.clone(), serve_opts));
         // Only once the sockets exist may a detaching parent return: callers
