@@ -32,8 +32,8 @@ use crate::{
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 enum Event {
-    /// A new session; true if it came in on a read-only remote.
-    Open(SessionId, OutgoingQueue, oneshot::Sender<()>, bool),
+    /// A new session; true if it came in on a read-only remote; the remote.
+    Open(SessionId, OutgoingQueue, oneshot::Sender<()>, bool, String),
     Msg(SessionId, Message),
     Close(SessionId),
     Unixctl(String, Vec<String>, oneshot::Sender<Result<String, String>>),
@@ -217,6 +217,7 @@ impl Listeners {
 
 /// Binds a passive remote and spawns its accept loop.
 fn listen(remote: &str, tx: mpsc::Sender<Event>, read_only: bool) -> Result<JoinHandle<()>, String> {
+    let name = remote.to_string();
     if let Some(path) = remote.strip_prefix("punix:") {
         let _ = std::fs::remove_file(path);
         let l = std::os::unix::net::UnixListener::bind(path).map_err(|e| e.to_string())?;
@@ -228,7 +229,7 @@ fn listen(remote: &str, tx: mpsc::Sender<Event>, read_only: bool) -> Result<Join
             loop {
                 match l.accept().await {
                     Ok((s, _)) => {
-                        tokio::spawn(session(s, tx.clone(), false, read_only));
+                        tokio::spawn(session(s, tx.clone(), false, read_only, name.clone()));
                     }
                     Err(e) => {
                         vlog::warn("jsonrpc", &format!("accept: {e}"));
@@ -257,7 +258,7 @@ fn listen(remote: &str, tx: mpsc::Sender<Event>, read_only: bool) -> Result<Join
                 match l.accept().await {
                     Ok((s, _)) => {
                         let _ = s.set_nodelay(true);
-                        tokio::spawn(session(s, tx.clone(), true, read_only));
+                        tokio::spawn(session(s, tx.clone(), true, read_only, name.clone()));
                     }
                     Err(e) => {
                         vlog::warn("jsonrpc", &format!("accept: {e}"));
@@ -278,11 +279,12 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     tx: mpsc::Sender<Event>,
     probe: bool,
     read_only: bool,
+    remote: String,
 ) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let (mut reader, queue, writer) = Connection::new(stream).into_queued(BacklogLimits::default());
     let (kill_tx, mut kill_rx) = oneshot::channel();
-    if tx.send(Event::Open(id, queue.clone(), kill_tx, read_only)).await.is_err() {
+    if tx.send(Event::Open(id, queue.clone(), kill_tx, read_only, remote)).await.is_err() {
         return;
     }
     tokio::spawn(writer.run());
@@ -393,6 +395,9 @@ async fn core_loop(
     relays: &mut Relays,
 ) -> Result<(), String> {
     core.read_only = repl.is_backup();
+    // Which remote each session came in on, for the remotes' status.
+    let mut session_remotes: HashMap<SessionId, String> = HashMap::new();
+    let mut last_status: Option<Instant> = None;
     let mut queues: HashMap<SessionId, (OutgoingQueue, oneshot::Sender<()>)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut exit_reply: Option<oneshot::Sender<Result<String, String>>> = None;
@@ -412,8 +417,9 @@ async fn core_loop(
         let mut remotes_changed = false;
         for ev in batch {
             match ev {
-                Event::Open(id, q, kill, read_only) => {
+                Event::Open(id, q, kill, read_only, remote) => {
                     core.add_session(id);
+                    session_remotes.insert(id, remote);
                     if read_only {
                         core.set_session_read_only(id);
                     }
@@ -424,6 +430,7 @@ async fn core_loop(
                     core.handle(id, m)
                 }
                 Event::Close(id) => {
+                    session_remotes.remove(&id);
                     core.remove_session(id);
                     queues.remove(&id);
                 }
@@ -448,6 +455,16 @@ async fn core_loop(
         }
         repl.run();
         core.read_only = repl.is_backup();
+        // As OVS: the status of `db:` remotes goes into their rows, now and
+        // then (every 2.5 s).
+        if last_status.is_none_or(|t| t.elapsed() >= Duration::from_millis(2500)) {
+            last_status = Some(Instant::now());
+            let mut connections: HashMap<String, usize> = HashMap::new();
+            for r in session_remotes.values() {
+                *connections.entry(r.clone()).or_default() += 1;
+            }
+            core.update_remote_status(&listeners.configured, &connections);
+        }
         for f in core.take_forwards() {
             relays.forward(&mut core, f);
         }

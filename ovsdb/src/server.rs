@@ -15,6 +15,8 @@ use std::{
 };
 
 use serde_json::{Value, json};
+
+use crate::atom::AtomicType;
 use uuid::Uuid;
 
 use crate::{
@@ -671,6 +673,78 @@ impl Core {
         Self::store(inst, &commit, None)?;
         self.notify(db, commit);
         Ok(())
+    }
+
+    /// Writes the status of the remotes that `db:DB,TABLE,COLUMN` remotes
+    /// name through references (as OVS's Manager rows): `is_connected` and
+    /// `status` (`n_connections` when more than one), where the referenced
+    /// table has such columns. `connections` counts sessions by remote.
+    pub fn update_remote_status(&mut self, configured: &[String], connections: &HashMap<String, usize>) {
+        let mut records: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+        for spec in configured.iter().filter_map(|r| r.strip_prefix("db:")) {
+            let parts: Vec<&str> = spec.split(',').collect();
+            let [db, table, column] = parts[..] else { continue };
+            let Some(inst) = self.dbs.get(db) else { continue };
+            let Some(t) = inst.db.table(table) else { continue };
+            let Some(col) = t.schema.column(column) else { continue };
+            let Some(ref_table) = col.type_.key.ref_table.as_deref().filter(|_| col.type_.value.is_none()) else {
+                continue;
+            };
+            let Some(rt) = inst.db.table(ref_table) else { continue };
+            let has = |c: &str| rt.schema.columns.get(c).map(|c| &c.type_);
+            let bool_col = has("is_connected").is_some_and(|t| t.key.atype == AtomicType::Boolean && !t.is_map());
+            let status_col = has("status").is_some_and(|t| {
+                t.is_map()
+                    && t.key.atype == AtomicType::String
+                    && t.value.as_ref().is_some_and(|v| v.atype == AtomicType::String)
+            });
+            for row in t.rows().values() {
+                let Some(d) = row.get(column) else { continue };
+                for u in d.keys.iter().filter_map(|a| a.as_uuid()) {
+                    let Some(r) = rt.get(&u) else { continue };
+                    let Some(target) =
+                        r.get("target").and_then(|d| d.keys.first().and_then(|a| a.as_str().map(str::to_string)))
+                    else {
+                        continue;
+                    };
+                    let n = connections.get(&target).copied().unwrap_or(0);
+                    let mut new = serde_json::Map::new();
+                    if bool_col {
+                        let v = json!(n > 0);
+                        if r.get("is_connected").map(|d| d.to_json()) != Some(v.clone()) {
+                            new.insert("is_connected".into(), v);
+                        }
+                    }
+                    if status_col {
+                        let pairs: Vec<Value> =
+                            if n > 1 { vec![json!(["n_connections", n.to_string()])] } else { vec![] };
+                        let v = json!(["map", pairs]);
+                        if r.get("status").map(|d| d.to_json()) != Some(v.clone()) {
+                            new.insert("status".into(), v);
+                        }
+                    }
+                    if !new.is_empty() {
+                        let rows = records.entry(db.to_string()).or_default();
+                        let table_rows = rows.entry(ref_table.to_string()).or_insert_with(|| json!({}));
+                        table_rows.as_object_mut().expect("object").insert(u.to_string(), Value::Object(new));
+                    }
+                }
+            }
+        }
+        for (db, record) in records {
+            let inst = self.dbs.get_mut(&db).expect("db");
+            let commit = match inst.db.apply_log_record(&Value::Object(record)) {
+                Ok(c) => c,
+                Err(e) => {
+                    vlog::err("ovsdb_server", &format!("Failed to update remote status: {}", error_to_string(&e)));
+                    continue;
+                }
+            };
+            if let Err(e) = Self::store(inst, &commit, Some("remote status")) {
+                vlog::err("ovsdb_server", &format!("Failed to update remote status: {e}"));
+            }
+            self.notify(&db, commit);
+        }
     }
 
     pub fn db_names(&self) -> Vec<String> {

@@ -265,7 +265,8 @@ fn db_remotes_honour_read_only_and_bad_ones_are_refused() {
     let d = Dir::new("dbremote");
     let schema = r#"{"name": "mydb", "tables": {
       "Root": {"columns": {"managers": {"type": {"key": {"type": "uuid", "refTable": "Manager"}, "min": 0, "max": "unlimited"}}}},
-      "Manager": {"columns": {"target": {"type": "string"}, "read_only": {"type": {"key": "boolean", "min": 0, "max": 1}}}},
+      "Manager": {"columns": {"target": {"type": "string"}, "read_only": {"type": {"key": "boolean", "min": 0, "max": 1}},
+        "is_connected": {"type": {"key": "boolean", "min": 0, "max": 1}}}},
       "ordinals": {"columns": {"number": {"type": "integer"}}}}}"#;
     std::fs::write(d.path.join("schema2"), schema).unwrap();
     assert!(d.run("ovsdb-tool", &["create", "db2", "schema2"]).status.success());
@@ -281,6 +282,10 @@ fn db_remotes_honour_read_only_and_bad_ones_are_refused() {
         text(&o.stdout),
         "[{\"details\":\"insert operation not allowed when database server is in read only mode\",\"error\":\"not allowed\"}]\n"
     );
+    // The server fills in the status of the remotes it was told about.
+    let managers = r#"["mydb", {"op": "select", "table": "Manager", "where": [["target", "==", "punix:ro.sock"]], "columns": ["is_connected"]}]"#;
+    let o = d.run("ovsdb-client", &["transact", "unix:rw.sock", managers]);
+    assert_eq!(text(&o.stdout), "[{\"rows\":[{\"is_connected\":false}]}]\n");
     let select = r#"["mydb", {"op": "select", "table": "ordinals", "where": []}]"#;
     assert_eq!(text(&d.run("ovsdb-client", &["transact", "unix:ro.sock", select]).stdout), "[{\"rows\":[]}]\n");
     let o = d.run("ovsdb-client", &["transact", "unix:rw.sock", insert]);
