@@ -73,10 +73,13 @@ pub struct ServeOptions {
     pub config_file: Option<PathBuf>,
 }
 
-/// The remotes a previous run saved in `config_file`.
-pub fn saved_remotes(config_file: &std::path::Path) -> Option<Vec<String>> {
+/// The remotes and database files a previous run saved in `config_file`.
+pub fn saved_config(config_file: &std::path::Path) -> Option<(Vec<String>, Vec<PathBuf>)> {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(config_file).ok()?).ok()?;
-    v.get("remotes")?.as_array()?.iter().map(|r| r.as_str().map(str::to_string)).collect()
+    let strings = |k: &str| -> Option<Vec<String>> {
+        v.get(k)?.as_array()?.iter().map(|r| r.as_str().map(str::to_string)).collect()
+    };
+    Some((strings("remotes")?, strings("dbs")?.into_iter().map(PathBuf::from).collect()))
 }
 
 /// As [`run`], with [`ServeOptions`].
@@ -115,7 +118,7 @@ pub async fn serve(core: Core, remotes: Vec<String>, unixctl: PathBuf, opts: Ser
         read_only: BTreeSet::new(),
         config_file: opts.config_file,
     };
-    listeners.save();
+    listeners.save(&core);
     listen_unixctl(&unixctl, tx.clone())?;
     listeners.refresh(&core);
     if let Some(r) = opts.ready {
@@ -155,11 +158,12 @@ struct Listeners {
 }
 
 impl Listeners {
-    /// Saves the configured remotes, so that a daemon restarted by its
-    /// monitor process listens where this one did.
-    fn save(&self) {
+    /// Saves the configured remotes and the databases served, so that a
+    /// daemon restarted by its monitor process serves what this one did.
+    fn save(&self, core: &Core) {
+        let dbs: Vec<String> = core.db_files().iter().map(|p| p.display().to_string()).collect();
         if let Some(f) = &self.config_file
-            && let Err(e) = std::fs::write(f, json!({"remotes": self.configured}).to_string())
+            && let Err(e) = std::fs::write(f, json!({"remotes": self.configured, "dbs": dbs}).to_string())
         {
             vlog::warn("ovsdb_server", &format!("{}: {e}", f.display()));
         }
@@ -378,10 +382,12 @@ const COMMANDS: &[&str] = &[
     "exit",
     "list-commands",
     "version",
+    "ovsdb-server/add-db DB",
     "ovsdb-server/add-remote REMOTE",
     "ovsdb-server/compact [DB]",
     "ovsdb-server/list-dbs",
     "ovsdb-server/list-remotes",
+    "ovsdb-server/remove-db DB",
     "ovsdb-server/remove-remote REMOTE",
 ];
 
@@ -439,9 +445,30 @@ async fn core_loop(
                         exit_reply = Some(reply);
                         continue;
                     }
-                    let r = match repl.unixctl(&cmd, &args) {
-                        Some(r) => r,
-                        None => unixctl(&mut core, listeners, &cmd, &args),
+                    let db_change = match (cmd.as_str(), args.as_slice()) {
+                        ("ovsdb-server/add-db", [file]) => Some(core.add_db(std::path::Path::new(file))),
+                        ("ovsdb-server/remove-db", [name]) => Some(core.remove_db(name)),
+                        _ => None,
+                    };
+                    let r = match (db_change, repl.unixctl(&cmd, &args)) {
+                        (Some(Ok(unaware)), _) => {
+                            // As OVS: clients that don't follow databases
+                            // coming and going are made to reconnect.
+                            for id in unaware {
+                                if let Some((q, kill)) = queues.remove(&id) {
+                                    q.close();
+                                    let _ = kill.send(());
+                                }
+                                session_remotes.remove(&id);
+                                core.remove_session(id);
+                            }
+                            listeners.save(&core);
+                            remotes_changed = true;
+                            Ok(String::new())
+                        }
+                        (Some(Err(e)), _) => Err(e + "\n"),
+                        (None, Some(r)) => r,
+                        (None, None) => unixctl(&mut core, listeners, &cmd, &args),
                     };
                     let _ = reply.send(r);
                 }
@@ -531,7 +558,7 @@ fn unixctl(core: &mut Core, listeners: &mut Listeners, cmd: &str, args: &[String
             }
             if !listeners.configured.contains(r) {
                 listeners.configured.push(r.clone());
-                listeners.save();
+                listeners.save(&core);
             }
             listeners.refresh(core);
             Ok(String::new())
@@ -542,7 +569,7 @@ fn unixctl(core: &mut Core, listeners: &mut Listeners, cmd: &str, args: &[String
             if listeners.configured.len() == n {
                 return Err("Can't find the remote to remove.\n".into());
             }
-            listeners.save();
+            listeners.save(&core);
             listeners.refresh(core);
             Ok(String::new())
         }

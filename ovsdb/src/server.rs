@@ -110,6 +110,9 @@ pub struct Core {
     forwards: Vec<Forward>,
     /// Sessions that came in on a read-only remote.
     read_only_sessions: HashSet<SessionId>,
+    /// Sessions that said `set_db_change_aware`: they follow databases
+    /// coming and going; the others are disconnected when that happens.
+    db_change_aware: HashSet<SessionId>,
 }
 
 fn err_json(e: &OvsdbError) -> Value {
@@ -141,6 +144,7 @@ impl Core {
             relays: BTreeSet::new(),
             forwards: Vec::new(),
             read_only_sessions: HashSet::new(),
+            db_change_aware: HashSet::new(),
         };
         core.build_server_db()?;
         Ok(core)
@@ -159,7 +163,7 @@ impl Core {
         let table: serde_json::Map<String, Value> = rows
             .iter()
             .map(|(name, s)| {
-                let row = json!({"name": name, "model": "standalone", "connected": true, "leader": true, "schema": s});
+                let row = server_db_row(name, s);
                 (Uuid::new_v4().to_string(), row)
             })
             .collect();
@@ -179,6 +183,84 @@ impl Core {
         self.relays.insert(name);
         self.dbs.remove("_Server");
         self.build_server_db()
+    }
+
+    /// `ovsdb-server/add-db FILE`: opens and serves another database.
+    /// Returns the sessions to disconnect (those not db-change-aware, as
+    /// OVS does).
+    pub fn add_db(&mut self, path: &Path) -> Result<Vec<SessionId>, String> {
+        let same_file = |p: &Path| match (std::fs::canonicalize(p), std::fs::canonicalize(path)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if self.dbs.values().any(|i| i.log.as_ref().is_some_and(|l| same_file(l.path()))) {
+            return Err(format!("ovsdb error: {}: already open", path.display()));
+        }
+        let (name, inst) = open_db(path).map_err(|e| format!("I/O error: {e}"))?;
+        if self.dbs.contains_key(&name) {
+            return Err(format!("ovsdb error: {}: duplicate database name {name}", path.display()));
+        }
+        let schema = inst.db.schema.to_json().to_string();
+        self.dbs.insert(name.clone(), inst);
+        let row = server_db_row(&name, &schema);
+        self.change_server_db(json!({"Database": {Uuid::new_v4().to_string(): row}}));
+        Ok(self.unaware_sessions())
+    }
+
+    /// `ovsdb-server/remove-db NAME`: stops serving a database (its file is
+    /// closed, its monitors canceled). Returns the sessions to disconnect.
+    pub fn remove_db(&mut self, name: &str) -> Result<Vec<SessionId>, String> {
+        if name == "_Server" || self.dbs.remove(name).is_none() {
+            return Err("Failed to find the database.".into());
+        }
+        self.relays.remove(name);
+        self.parked.retain(|p| p.db != name);
+        let rows: serde_json::Map<String, Value> = self.dbs["_Server"]
+            .db
+            .table("Database")
+            .map(|t| {
+                t.rows()
+                    .iter()
+                    .filter(|(_, r)| {
+                        r.get("name").is_some_and(|d| d.keys.first().and_then(|a| a.as_str()) == Some(name))
+                    })
+                    .map(|(u, _)| (u.to_string(), Value::Null))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.change_server_db(json!({"Database": rows}));
+        let mut canceled = Vec::new();
+        for (sid, s) in self.sessions.iter_mut() {
+            s.monitors.retain(|_, (db, mon_id, _)| {
+                if db == name {
+                    canceled.push((*sid, mon_id.clone()));
+                }
+                db != name
+            });
+        }
+        for (sid, mon_id) in canceled {
+            self.send(sid, Message::notification("monitor_canceled", vec![mon_id]));
+        }
+        Ok(self.unaware_sessions())
+    }
+
+    fn unaware_sessions(&self) -> Vec<SessionId> {
+        self.sessions.keys().filter(|s| !self.db_change_aware.contains(s)).copied().collect()
+    }
+
+    /// Applies a change to `_Server` (which transactions may not write) and
+    /// tells its monitors.
+    fn change_server_db(&mut self, record: Value) {
+        let inst = self.dbs.get_mut("_Server").expect("_Server");
+        match inst.db.apply_log_record(&record) {
+            Ok(commit) => self.notify("_Server", commit),
+            Err(e) => vlog::err("ovsdb_server", &format!("updating _Server: {}", error_to_string(&e))),
+        }
+    }
+
+    /// The files of the databases served (for `--monitor` restarts).
+    pub fn db_files(&self) -> Vec<PathBuf> {
+        self.dbs.values().filter_map(|i| i.log.as_ref().map(|l| l.path().to_path_buf())).collect()
     }
 
     /// Write transactions on relay databases, to be sent to their sources.
@@ -204,6 +286,7 @@ impl Core {
     /// waiter of each lock it owned is told it has it).
     pub fn remove_session(&mut self, id: SessionId) {
         self.read_only_sessions.remove(&id);
+        self.db_change_aware.remove(&id);
         let Some(s) = self.sessions.remove(&id) else { return };
         self.parked.retain(|p| p.session != id);
         for name in s.locks {
@@ -263,7 +346,14 @@ impl Core {
             "lock" | "steal" => self.lock(from, method, &p),
             "unlock" => self.unlock(from, &p),
             "set_db_change_aware" => match p.as_slice() {
-                [Value::Bool(_)] => Ok(json!({})),
+                [Value::Bool(aware)] => {
+                    if *aware {
+                        self.db_change_aware.insert(from);
+                    } else {
+                        self.db_change_aware.remove(&from);
+                    }
+                    Ok(json!({}))
+                }
                 _ => Err(syntax("set_db_change_aware: true or false parameter expected")),
             },
             "get_server_id" => Ok(json!(server_id().to_string())),
@@ -843,6 +933,11 @@ pub fn open_db(path: &Path) -> Result<(String, DbInstance), String> {
     }
     let name = db.schema.name.clone();
     Ok((name, DbInstance { db, log: Some(log), dirty: false }))
+}
+
+/// A `_Server.Database` row for a standalone database.
+fn server_db_row(name: &str, schema: &str) -> Value {
+    json!({"name": name, "model": "standalone", "connected": true, "leader": true, "schema": schema})
 }
 
 /// OVS's one-line form of an error, for logs: `syntax "JSON": TAG: DETAILS`.

@@ -308,6 +308,9 @@ fn db_remotes_honour_read_only_and_bad_ones_are_refused() {
 #[test]
 fn monitor_restarts_a_crashed_server_with_its_run_time_remotes() {
     let d = Dir::new("monitor");
+    let other = r#"{"name": "other", "tables": {"t": {"columns": {"x": {"type": "integer"}}}}}"#;
+    std::fs::write(d.path.join("schema2"), other).unwrap();
+    assert!(d.run("ovsdb-tool", &["create", "db2", "schema2"]).status.success());
     let o = d.server(&["--monitor", "--detach", "--no-chdir", "--pidfile", "--log-file", "db"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let appctl = |args: &[&str]| {
@@ -318,6 +321,7 @@ fn monitor_restarts_a_crashed_server_with_its_run_time_remotes() {
     assert!(appctl(&["ovsdb-server/add-remote", "punix:socket1"]).status.success());
     assert!(appctl(&["ovsdb-server/add-remote", "punix:socket2"]).status.success());
     assert!(appctl(&["ovsdb-server/remove-remote", "punix:socket2"]).status.success());
+    assert!(appctl(&["ovsdb-server/add-db", "db2"]).status.success());
     wait_for("socket1", || d.path.join("socket1").exists());
     let old = d.pid().unwrap();
     std::fs::remove_file(d.path.join("socket1")).unwrap();
@@ -328,6 +332,8 @@ fn monitor_restarts_a_crashed_server_with_its_run_time_remotes() {
     wait_for("the new server's socket1", || d.path.join("socket1").exists());
     let o = appctl(&["ovsdb-server/list-remotes"]);
     assert_eq!(text(&o.stdout), "punix:socket1\n");
+    // The database added at run time is served again too.
+    assert_eq!(text(&appctl(&["ovsdb-server/list-dbs"]).stdout), "_Server\nordinals\nother\n");
     assert!(!d.path.join("socket2").exists());
     // A clean exit ends the monitor too: nothing comes back.
     let new = d.pid().unwrap();
@@ -335,4 +341,60 @@ fn monitor_restarts_a_crashed_server_with_its_run_time_remotes() {
     wait_for("the server to exit", || !alive(new));
     std::thread::sleep(Duration::from_millis(800));
     assert!(d.pid().is_none());
+}
+
+#[test]
+fn databases_come_and_go_at_run_time() {
+    use std::io::Write;
+    // One JSON-RPC message (they are not newline-terminated); None at EOF.
+    fn read_msg(s: &mut std::os::unix::net::UnixStream) -> Option<serde_json::Value> {
+        serde_json::Deserializer::from_reader(s).into_iter::<serde_json::Value>().next()?.ok()
+    }
+    let d = Dir::new("adddb");
+    let other = r#"{"name": "other", "tables": {"t": {"columns": {"x": {"type": "integer"}}}}}"#;
+    std::fs::write(d.path.join("schema2"), other).unwrap();
+    assert!(d.run("ovsdb-tool", &["create", "db2", "schema2"]).status.success());
+    let o = d.server(&["--detach", "--no-chdir", "--pidfile", "--remote=punix:socket", "db"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let appctl = |args: &[&str]| {
+        let mut a = vec!["-t", "ovsdb-server"];
+        a.extend_from_slice(args);
+        d.run("ovs-appctl", &a)
+    };
+    // One client that follows database changes, one that doesn't.
+    let connect = || {
+        let s = std::os::unix::net::UnixStream::connect(d.path.join("socket")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    let mut aware = connect();
+    aware.write_all(br#"{"method":"set_db_change_aware","params":[true],"id":1}"#).unwrap();
+    assert_eq!(read_msg(&mut aware).unwrap()["result"], serde_json::json!({}));
+    let mut unaware = connect();
+    unaware.write_all(br#"{"method":"echo","params":[],"id":1}"#).unwrap();
+    assert!(read_msg(&mut unaware).is_some());
+
+    assert!(appctl(&["ovsdb-server/add-db", "db2"]).status.success());
+    assert_eq!(text(&appctl(&["ovsdb-server/list-dbs"]).stdout), "_Server\nordinals\nother\n");
+    let o = d.run("ovsdb-client", &["list-tables", "unix:socket", "other"]);
+    assert!(text(&o.stdout).contains('t'), "{}", text(&o.stderr));
+    // The unaware client was disconnected, the aware one was not.
+    assert_eq!(read_msg(&mut unaware), None);
+    aware.write_all(br#"{"method":"echo","params":[],"id":2}"#).unwrap();
+    // The aware client is still connected, and answers.
+    assert_eq!(read_msg(&mut aware).unwrap()["id"], serde_json::json!(2));
+
+    let o = appctl(&["ovsdb-server/add-db", "db2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).starts_with("ovsdb error: db2: already open\n"), "{}", text(&o.stderr));
+    let o = appctl(&["ovsdb-server/add-db", "db3"]);
+    assert!(text(&o.stderr).starts_with("I/O error: db3: open failed ("), "{}", text(&o.stderr));
+    assert!(appctl(&["ovsdb-server/remove-db", "other"]).status.success());
+    assert_eq!(text(&appctl(&["ovsdb-server/list-dbs"]).stdout), "_Server\nordinals\n");
+    let o = d.run("ovsdb-client", &["--no-headings", "dump", "unix:socket", "_Server", "Database", "name"]);
+    assert!(!text(&o.stdout).contains("other"), "{}", text(&o.stdout));
+    let o = appctl(&["ovsdb-server/remove-db", "other"]);
+    assert!(text(&o.stderr).starts_with("Failed to find the database.\n"), "{}", text(&o.stderr));
+    // Its file is free again.
+    assert!(d.run("ovsdb-tool", &["transact", "db2", r#"["other"]"#]).status.success());
 }

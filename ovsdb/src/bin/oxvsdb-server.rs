@@ -285,8 +285,9 @@ fn main() -> ExitCode {
     let mut ready = if opts.detach { detach() } else { None };
     let config_file = if opts.monitor {
         let (restarted, config) = monitor(&mut ready);
-        if restarted && let Some(remotes) = net::saved_remotes(&config) {
+        if restarted && let Some((remotes, dbs)) = net::saved_config(&config) {
             opts.remotes = remotes;
+            opts.dbs = dbs;
         }
         Some(config)
     } else {
