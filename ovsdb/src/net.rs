@@ -558,7 +558,7 @@ fn unixctl(core: &mut Core, listeners: &mut Listeners, cmd: &str, args: &[String
             }
             if !listeners.configured.contains(r) {
                 listeners.configured.push(r.clone());
-                listeners.save(&core);
+                listeners.save(core);
             }
             listeners.refresh(core);
             Ok(String::new())
@@ -569,7 +569,7 @@ fn unixctl(core: &mut Core, listeners: &mut Listeners, cmd: &str, args: &[String
             if listeners.configured.len() == n {
                 return Err("Can't find the remote to remove.\n".into());
             }
-            listeners.save(&core);
+            listeners.save(core);
             listeners.refresh(core);
             Ok(String::new())
         }

@@ -1,7 +1,8 @@
 //! oxvsdb-server: an OVSDB server that is a drop-in for ovsdb-server.
 //!
-//! `oxvsdb-server [DB...] [--remote=REMOTE]... [--pidfile[=FILE]]
-//! [--unixctl=SOCKET] [--log-file[=FILE]] [--detach] [--no-chdir]`
+//! `oxvsdb-server [DB | relay:DB:REMOTE]... [--remote=REMOTE]... [--pidfile[=FILE]]
+//! [--unixctl=SOCKET] [--log-file[=FILE]] [--detach] [--monitor] [--no-chdir]
+//! [--run=COMMAND] [--sync-from=SERVER] [--sync-exclude-tables=DB:TABLE,...] [--active]`
 //!
 //! Files default as OVS's: the database `$OVS_DBDIR/conf.db` (/etc/openvswitch),
 //! the pidfile `$OVS_RUNDIR/ovsdb-server.pid` and the control socket
@@ -42,8 +43,11 @@ fn rundir() -> PathBuf {
     env_dir("OVS_RUNDIR", "/var/run/openvswitch")
 }
 
-const USAGE: &str = "usage: oxvsdb-server [DATABASE]... [--remote=punix:FILE|ptcp:PORT[:IP]|db:DB,TABLE,COLUMN]...
-  [--pidfile[=FILE]] [--unixctl=SOCKET] [--log-file[=FILE]] [--detach] [--no-chdir]";
+const USAGE: &str = "usage: oxvsdb-server [DATABASE | relay:DATABASE:REMOTE]...
+  [--remote=punix:FILE|ptcp:PORT[:IP]|db:DB,TABLE,COLUMN]...
+  [--pidfile[=FILE]] [--overwrite-pidfile] [--unixctl=SOCKET] [--log-file[=FILE]]
+  [--detach] [--monitor] [--no-chdir] [--run=COMMAND]
+  [--sync-from=SERVER] [--sync-exclude-tables=DB:TABLE,...] [--active]";
 
 fn parse(args: Vec<String>) -> Result<Opts, String> {
     let mut o = Opts {
