@@ -371,10 +371,12 @@ impl Core {
             return Err(syntax(format!("{method} request params must begin with <db-name>")));
         };
         if !self.dbs.contains_key(name) {
+            // With the request's params as "syntax", as OVS answers.
             return Err(OvsdbError::new(
                 "unknown database",
                 format!("{method} request specifies unknown database {name}"),
             )
+            .with_syntax(&Value::Array(p.to_vec()))
             .to_json());
         }
         Ok(name.to_string())

@@ -395,6 +395,14 @@ fn databases_come_and_go_at_run_time() {
     assert!(!text(&o.stdout).contains("other"), "{}", text(&o.stdout));
     let o = appctl(&["ovsdb-server/remove-db", "other"]);
     assert!(text(&o.stderr).starts_with("Failed to find the database.\n"), "{}", text(&o.stderr));
+    // Asked for, it is an unknown database (answered as OVS does).
+    aware.write_all(br#"{"method":"get_schema","params":["other"],"id":3}"#).unwrap();
+    let reply = read_msg(&mut aware).unwrap();
+    assert_eq!(
+        reply["error"],
+        serde_json::json!({"details": "get_schema request specifies unknown database other",
+                           "error": "unknown database", "syntax": "[\"other\"]"})
+    );
     // Its file is free again.
     assert!(d.run("ovsdb-tool", &["transact", "db2", r#"["other"]"#]).status.success());
 }
