@@ -16,6 +16,8 @@ pub mod log;
 pub mod monitor;
 pub mod mutation;
 pub mod net;
+pub mod relay;
+pub mod replication;
 pub mod schema;
 pub mod server;
 pub mod txn;

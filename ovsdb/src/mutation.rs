@@ -82,7 +82,8 @@ impl Mutation {
             return Err(OvsdbError::constraint(format!(
                 "Cannot mutate immutable column {cname} in table {}.",
                 ts.name
-            )));
+            ))
+            .with_syntax(v));
         }
         let mutator = Mutator::from_name(mname)
             .ok_or_else(|| OvsdbError::new("unknown mutator", format!("No mutator named {mname}.")))?;

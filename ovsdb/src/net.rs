@@ -3,7 +3,7 @@
 //! socket for `ovs-appctl`, and the core task that owns [`Core`] and runs
 //! requests in batches with one log sync per batch (group commit).
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     os::unix::fs::PermissionsExt,
     path::PathBuf,
     sync::atomic::{AtomicU64, Ordering},
@@ -21,6 +21,8 @@ use tokio::{
 use crate::{
     jsonrpc::{BacklogLimits, Connection, Message, OutgoingQueue},
     log::{LogError, Rewrite},
+    relay::Relays,
+    replication::{LinkEvent, Replication},
     server::{Core, SessionId},
     vlog,
 };
@@ -30,12 +32,17 @@ use crate::{
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 enum Event {
-    Open(SessionId, OutgoingQueue, oneshot::Sender<()>),
+    /// A new session; true if it came in on a read-only remote; the remote.
+    Open(SessionId, OutgoingQueue, oneshot::Sender<()>, bool, String),
     Msg(SessionId, Message),
     Close(SessionId),
     Unixctl(String, Vec<String>, oneshot::Sender<Result<String, String>>),
     /// An online compaction's file is written (or failed).
     Compacted(String, Result<Rewrite, LogError>),
+    /// News from the connection to the active server (replication).
+    Repl(u64, LinkEvent),
+    /// News from a relay database's source (by relay index).
+    Relay(u64, LinkEvent),
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -43,10 +50,90 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Runs the server until `exit` comes through unixctl. `remotes`: the
 /// `--remote` arguments.
 pub async fn run(core: Core, remotes: Vec<String>, unixctl: PathBuf) -> Result<(), String> {
+    serve(core, remotes, unixctl, ServeOptions::default()).await
+}
+
+/// What [`serve`] takes beyond the remotes.
+#[derive(Default)]
+pub struct ServeOptions {
+    /// Fires once the control socket and the listeners are bound, which is
+    /// when `ovsdb-server --detach` lets its parent return.
+    pub ready: Option<oneshot::Sender<()>>,
+    /// Ends the server as `exit` does (for `--run`).
+    pub stop: Option<oneshot::Receiver<()>>,
+    /// `--sync-from`: the active server to replicate.
+    pub sync_from: Option<String>,
+    /// `--sync-exclude-tables`.
+    pub sync_exclude: Option<String>,
+    /// `--active`: know `sync_from` but do not replicate it yet.
+    pub active: bool,
+    /// Relay databases: (name, source remote); the core has their schemas.
+    pub relays: Vec<(String, String)>,
+    /// Where to save the remotes as they change (see [`saved_remotes`]).
+    pub config_file: Option<PathBuf>,
+}
+
+/// The remotes and database files a previous run saved in `config_file`.
+pub fn saved_config(config_file: &std::path::Path) -> Option<(Vec<String>, Vec<PathBuf>)> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(config_file).ok()?).ok()?;
+    let strings = |k: &str| -> Option<Vec<String>> {
+        v.get(k)?.as_array()?.iter().map(|r| r.as_str().map(str::to_string)).collect()
+    };
+    Some((strings("remotes")?, strings("dbs")?.into_iter().map(PathBuf::from).collect()))
+}
+
+/// As [`run`], with [`ServeOptions`].
+pub async fn serve(core: Core, remotes: Vec<String>, unixctl: PathBuf, opts: ServeOptions) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<Event>(1024);
-    let mut listeners = Listeners { tx: tx.clone(), active: HashMap::new(), configured: remotes };
+    let (mut repl, mut repl_events) = Replication::new(opts.sync_from.clone(), opts.sync_exclude)?;
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some((generation, ev)) = repl_events.recv().await {
+                if tx.send(Event::Repl(generation, ev)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    if opts.sync_from.is_some() && !opts.active {
+        repl.connect();
+    }
+    let (relay_tx, mut relay_events) = mpsc::unbounded_channel();
+    let mut relays = Relays::start(&opts.relays, relay_tx);
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some((index, ev)) = relay_events.recv().await {
+                if tx.send(Event::Relay(index, ev)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut listeners = Listeners {
+        tx: tx.clone(),
+        active: HashMap::new(),
+        configured: remotes,
+        read_only: BTreeSet::new(),
+        config_file: opts.config_file,
+    };
+    listeners.save(&core);
     listen_unixctl(&unixctl, tx.clone())?;
-    let r = core_loop(core, rx, tx, &mut listeners).await;
+    listeners.refresh(&core);
+    if let Some(r) = opts.ready {
+        let _ = r.send(());
+    }
+    if let Some(stop) = opts.stop {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if stop.await.is_ok() {
+                let (reply, _) = oneshot::channel();
+                let _ = tx.send(Event::Unixctl("exit".into(), Vec::new(), reply)).await;
+            }
+        });
+    }
+    let r = core_loop(core, rx, tx, &mut listeners, &mut repl, &mut relays).await;
     // Like ovsdb-server on exit: close the listeners and remove their sockets.
     for (remote, h) in listeners.active.drain() {
         h.abort();
@@ -64,40 +151,66 @@ struct Listeners {
     active: HashMap<String, JoinHandle<()>>,
     /// What was asked for, `db:` ones included.
     configured: Vec<String>,
+    /// Active remotes whose sessions may only read.
+    read_only: BTreeSet<String>,
+    /// Where run-time changes to the remotes are saved (`--monitor`).
+    config_file: Option<PathBuf>,
+}
+
+impl Listeners {
+    /// Saves the configured remotes and the databases served, so that a
+    /// daemon restarted by its monitor process serves what this one did.
+    fn save(&self, core: &Core) {
+        let dbs: Vec<String> = core.db_files().iter().map(|p| p.display().to_string()).collect();
+        if let Some(f) = &self.config_file
+            && let Err(e) = std::fs::write(f, json!({"remotes": self.configured, "dbs": dbs}).to_string())
+        {
+            vlog::warn("ovsdb_server", &format!("{}: {e}", f.display()));
+        }
+    }
 }
 
 impl Listeners {
     /// Binds what is configured and not yet listening, closes what no longer is.
     fn refresh(&mut self, core: &Core) {
-        let mut want = BTreeSet::new();
+        // Remote → read-only.
+        let mut want = BTreeMap::new();
         for r in &self.configured {
             if let Some(spec) = r.strip_prefix("db:") {
-                match core.remotes_from_db(spec) {
-                    Ok(v) => want.extend(v.into_iter().filter(|x| x.starts_with("punix:") || x.starts_with("ptcp:"))),
+                match core.remotes_from_db_with_options(spec) {
+                    Ok(v) => {
+                        want.extend(v.into_iter().filter(|(x, _)| x.starts_with("punix:") || x.starts_with("ptcp:")))
+                    }
                     Err(e) => vlog::warn("jsonrpc", &e),
                 }
             } else {
-                want.insert(r.clone());
+                want.insert(r.clone(), false);
             }
         }
+        let read_only = &mut self.read_only;
         self.active.retain(|r, h| {
-            if want.contains(r) {
+            // Kept only as it was bound: same remote, same read-only-ness.
+            if want.get(r) == Some(&read_only.contains(r)) {
                 true
             } else {
                 h.abort();
+                read_only.remove(r);
                 if let Some(p) = r.strip_prefix("punix:") {
                     let _ = std::fs::remove_file(p);
                 }
                 false
             }
         });
-        for r in want {
+        for (r, ro) in want {
             if self.active.contains_key(&r) {
                 continue;
             }
-            match listen(&r, self.tx.clone()) {
+            match listen(&r, self.tx.clone(), ro) {
                 Ok(h) => {
                     vlog::info("jsonrpc", &format!("{r}: listening"));
+                    if ro {
+                        self.read_only.insert(r.clone());
+                    }
                     self.active.insert(r, h);
                 }
                 Err(e) => vlog::err("jsonrpc", &format!("{r}: listen failed: {e}")),
@@ -107,7 +220,8 @@ impl Listeners {
 }
 
 /// Binds a passive remote and spawns its accept loop.
-fn listen(remote: &str, tx: mpsc::Sender<Event>) -> Result<JoinHandle<()>, String> {
+fn listen(remote: &str, tx: mpsc::Sender<Event>, read_only: bool) -> Result<JoinHandle<()>, String> {
+    let name = remote.to_string();
     if let Some(path) = remote.strip_prefix("punix:") {
         let _ = std::fs::remove_file(path);
         let l = std::os::unix::net::UnixListener::bind(path).map_err(|e| e.to_string())?;
@@ -119,7 +233,7 @@ fn listen(remote: &str, tx: mpsc::Sender<Event>) -> Result<JoinHandle<()>, Strin
             loop {
                 match l.accept().await {
                     Ok((s, _)) => {
-                        tokio::spawn(session(s, tx.clone(), false));
+                        tokio::spawn(session(s, tx.clone(), false, read_only, name.clone()));
                     }
                     Err(e) => {
                         vlog::warn("jsonrpc", &format!("accept: {e}"));
@@ -136,6 +250,11 @@ fn listen(remote: &str, tx: mpsc::Sender<Event>) -> Result<JoinHandle<()>, Strin
         let port: u16 = port.parse().map_err(|_| format!("{remote}: bad port"))?;
         let addr = if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
         let l = std::net::TcpListener::bind(&addr).map_err(|e| e.to_string())?;
+        if port == 0 {
+            // Tests (OVS's PARSE_LISTENING_PORT among them) learn the port from this line.
+            let bound = l.local_addr().map_err(|e| e.to_string())?.port();
+            vlog::info("socket_util", &format!("{spec}: listening on port {bound}"));
+        }
         l.set_nonblocking(true).map_err(|e| e.to_string())?;
         let l = TcpListener::from_std(l).map_err(|e| e.to_string())?;
         Ok(tokio::spawn(async move {
@@ -143,7 +262,7 @@ fn listen(remote: &str, tx: mpsc::Sender<Event>) -> Result<JoinHandle<()>, Strin
                 match l.accept().await {
                     Ok((s, _)) => {
                         let _ = s.set_nodelay(true);
-                        tokio::spawn(session(s, tx.clone(), true));
+                        tokio::spawn(session(s, tx.clone(), true, read_only, name.clone()));
                     }
                     Err(e) => {
                         vlog::warn("jsonrpc", &format!("accept: {e}"));
@@ -159,11 +278,17 @@ fn listen(remote: &str, tx: mpsc::Sender<Event>) -> Result<JoinHandle<()>, Strin
 
 /// One client: reads and frames its messages for the core; a writer task
 /// sends what the core queues, within a backlog bound.
-async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, tx: mpsc::Sender<Event>, probe: bool) {
+async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    tx: mpsc::Sender<Event>,
+    probe: bool,
+    read_only: bool,
+    remote: String,
+) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let (mut reader, queue, writer) = Connection::new(stream).into_queued(BacklogLimits::default());
     let (kill_tx, mut kill_rx) = oneshot::channel();
-    if tx.send(Event::Open(id, queue.clone(), kill_tx)).await.is_err() {
+    if tx.send(Event::Open(id, queue.clone(), kill_tx, read_only, remote)).await.is_err() {
         return;
     }
     tokio::spawn(writer.run());
@@ -257,10 +382,12 @@ const COMMANDS: &[&str] = &[
     "exit",
     "list-commands",
     "version",
+    "ovsdb-server/add-db DB",
     "ovsdb-server/add-remote REMOTE",
     "ovsdb-server/compact [DB]",
     "ovsdb-server/list-dbs",
     "ovsdb-server/list-remotes",
+    "ovsdb-server/remove-db DB",
     "ovsdb-server/remove-remote REMOTE",
 ];
 
@@ -270,12 +397,17 @@ async fn core_loop(
     mut rx: mpsc::Receiver<Event>,
     tx: mpsc::Sender<Event>,
     listeners: &mut Listeners,
+    repl: &mut Replication,
+    relays: &mut Relays,
 ) -> Result<(), String> {
+    core.read_only = repl.is_backup();
+    // Which remote each session came in on, for the remotes' status.
+    let mut session_remotes: HashMap<SessionId, String> = HashMap::new();
+    let mut last_status: Option<Instant> = None;
     let mut queues: HashMap<SessionId, (OutgoingQueue, oneshot::Sender<()>)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut exit_reply: Option<oneshot::Sender<Result<String, String>>> = None;
     let mut last_compact_check = Instant::now();
-    listeners.refresh(&core);
     loop {
         let first = tokio::select! {
             ev = rx.recv() => match ev { Some(ev) => Some(ev), None => return Ok(()) },
@@ -291,8 +423,12 @@ async fn core_loop(
         let mut remotes_changed = false;
         for ev in batch {
             match ev {
-                Event::Open(id, q, kill) => {
+                Event::Open(id, q, kill, read_only, remote) => {
                     core.add_session(id);
+                    session_remotes.insert(id, remote);
+                    if read_only {
+                        core.set_session_read_only(id);
+                    }
                     queues.insert(id, (q, kill));
                 }
                 Event::Msg(id, m) => {
@@ -300,6 +436,7 @@ async fn core_loop(
                     core.handle(id, m)
                 }
                 Event::Close(id) => {
+                    session_remotes.remove(&id);
                     core.remove_session(id);
                     queues.remove(&id);
                 }
@@ -308,14 +445,55 @@ async fn core_loop(
                         exit_reply = Some(reply);
                         continue;
                     }
-                    let r = unixctl(&mut core, listeners, &cmd, &args);
+                    let db_change = match (cmd.as_str(), args.as_slice()) {
+                        ("ovsdb-server/add-db", [file]) => Some(core.add_db(std::path::Path::new(file))),
+                        ("ovsdb-server/remove-db", [name]) => Some(core.remove_db(name)),
+                        _ => None,
+                    };
+                    let r = match (db_change, repl.unixctl(&cmd, &args)) {
+                        (Some(Ok(unaware)), _) => {
+                            // As OVS: clients that don't follow databases
+                            // coming and going are made to reconnect.
+                            for id in unaware {
+                                if let Some((q, kill)) = queues.remove(&id) {
+                                    q.close();
+                                    let _ = kill.send(());
+                                }
+                                session_remotes.remove(&id);
+                                core.remove_session(id);
+                            }
+                            listeners.save(&core);
+                            remotes_changed = true;
+                            Ok(String::new())
+                        }
+                        (Some(Err(e)), _) => Err(e + "\n"),
+                        (None, Some(r)) => r,
+                        (None, None) => unixctl(&mut core, listeners, &cmd, &args),
+                    };
                     let _ = reply.send(r);
                 }
+                Event::Repl(generation, ev) => repl.link_event(&mut core, generation, ev),
+                Event::Relay(index, ev) => relays.link_event(&mut core, index, ev),
                 Event::Compacted(db, written) => match core.finish_compaction(&db, written) {
                     Ok(()) => vlog::info("ovsdb_server", &format!("{db}: compacted")),
                     Err(e) => vlog::warn("ovsdb_server", &format!("{db}: compaction failed: {e}")),
                 },
             }
+        }
+        repl.run();
+        core.read_only = repl.is_backup();
+        // As OVS: the status of `db:` remotes goes into their rows, now and
+        // then (every 2.5 s).
+        if last_status.is_none_or(|t| t.elapsed() >= Duration::from_millis(2500)) {
+            last_status = Some(Instant::now());
+            let mut connections: HashMap<String, usize> = HashMap::new();
+            for r in session_remotes.values() {
+                *connections.entry(r.clone()).or_default() += 1;
+            }
+            core.update_remote_status(&listeners.configured, &connections);
+        }
+        for f in core.take_forwards() {
+            relays.forward(&mut core, f);
         }
         core.tick();
         // Group commit: everything appended by this batch is synced at once,
@@ -365,14 +543,22 @@ fn unixctl(core: &mut Core, listeners: &mut Listeners, cmd: &str, args: &[String
     match (cmd, args) {
         ("list-commands", []) => Ok(format!(
             "The available commands are:\n{}",
-            COMMANDS.iter().map(|c| format!("  {c}\n")).collect::<String>()
+            COMMANDS.iter().chain(crate::replication::COMMANDS).map(|c| format!("  {c}\n")).collect::<String>()
         )),
         ("version", []) => Ok(format!("ovsdb-server (oxvs) {}\n", env!("CARGO_PKG_VERSION"))),
         ("ovsdb-server/list-dbs", []) => Ok(core.db_names().iter().map(|n| format!("{n}\n")).collect()),
-        ("ovsdb-server/list-remotes", []) => Ok(listeners.configured.iter().map(|r| format!("{r}\n")).collect()),
+        ("ovsdb-server/list-remotes", []) => {
+            // Sorted, as OVS lists them.
+            let sorted: BTreeSet<&String> = listeners.configured.iter().collect();
+            Ok(sorted.into_iter().map(|r| format!("{r}\n")).collect())
+        }
         ("ovsdb-server/add-remote", [r]) => {
+            if let Some(spec) = r.strip_prefix("db:") {
+                core.remotes_from_db(spec).map_err(|e| e + "\n")?;
+            }
             if !listeners.configured.contains(r) {
                 listeners.configured.push(r.clone());
+                listeners.save(core);
             }
             listeners.refresh(core);
             Ok(String::new())
@@ -383,6 +569,7 @@ fn unixctl(core: &mut Core, listeners: &mut Listeners, cmd: &str, args: &[String
             if listeners.configured.len() == n {
                 return Err("Can't find the remote to remove.\n".into());
             }
+            listeners.save(core);
             listeners.refresh(core);
             Ok(String::new())
         }

@@ -8,21 +8,24 @@
 //! delivers the replies (group commit). No reply to a transaction leaves
 //! before its commit is on disk.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     path::{Path, PathBuf},
     sync::Arc,
     time::Instant,
 };
 
 use serde_json::{Value, json};
+
+use crate::atom::AtomicType;
 use uuid::Uuid;
 
 use crate::{
     db::{Commit, Database},
     error::OvsdbError,
     jsonrpc::Message,
-    log::{Log, LogError, OpenMode, Rewrite, annotate_txn, now_ms},
+    log::{Log, LogError, OpenMode, ReadErrorKind, Rewrite, annotate_txn, now_ms},
     monitor::{Monitor, MonitorVersion},
+    relay::Forward,
     schema::DatabaseSchema,
     txn::{self, TxnContext, TxnOutcome},
     vlog,
@@ -99,6 +102,17 @@ pub struct Core {
     locks: BTreeMap<String, VecDeque<SessionId>>,
     parked: Vec<Parked>,
     outbox: Vec<(SessionId, Message)>,
+    /// A backup server's clients may only read (see [`crate::replication`]).
+    pub read_only: bool,
+    /// Relay databases (see [`crate::relay`]), and the write transactions
+    /// for their sources.
+    relays: BTreeSet<String>,
+    forwards: Vec<Forward>,
+    /// Sessions that came in on a read-only remote.
+    read_only_sessions: HashSet<SessionId>,
+    /// Sessions that said `set_db_change_aware`: they follow databases
+    /// coming and going; the others are disconnected when that happens.
+    db_change_aware: HashSet<SessionId>,
 }
 
 fn err_json(e: &OvsdbError) -> Value {
@@ -120,8 +134,18 @@ impl Core {
             }
             dbs.insert(name, inst);
         }
-        let mut core =
-            Core { dbs, sessions: HashMap::new(), locks: BTreeMap::new(), parked: Vec::new(), outbox: Vec::new() };
+        let mut core = Core {
+            dbs,
+            sessions: HashMap::new(),
+            locks: BTreeMap::new(),
+            parked: Vec::new(),
+            outbox: Vec::new(),
+            read_only: false,
+            relays: BTreeSet::new(),
+            forwards: Vec::new(),
+            read_only_sessions: HashSet::new(),
+            db_change_aware: HashSet::new(),
+        };
         core.build_server_db()?;
         Ok(core)
     }
@@ -139,13 +163,119 @@ impl Core {
         let table: serde_json::Map<String, Value> = rows
             .iter()
             .map(|(name, s)| {
-                let row = json!({"name": name, "model": "standalone", "connected": true, "leader": true, "schema": s});
+                let row = server_db_row(name, s);
                 (Uuid::new_v4().to_string(), row)
             })
             .collect();
         db.apply_log_record(&json!({"Database": table})).map_err(|e| format!("building _Server: {e}"))?;
         self.dbs.insert("_Server".into(), DbInstance { db, log: None, dirty: false });
         Ok(())
+    }
+
+    /// Adds an in-memory database that relays another server's (its rows
+    /// come through [`Core::replica_update`]).
+    pub fn add_relay_db(&mut self, schema: DatabaseSchema) -> Result<(), String> {
+        let name = schema.name.clone();
+        if self.dbs.contains_key(&name) {
+            return Err(format!("relay:{name}: duplicate database name {name}"));
+        }
+        self.dbs.insert(name.clone(), DbInstance { db: Database::new(Arc::new(schema)), log: None, dirty: false });
+        self.relays.insert(name);
+        self.dbs.remove("_Server");
+        self.build_server_db()
+    }
+
+    /// `ovsdb-server/add-db FILE`: opens and serves another database.
+    /// Returns the sessions to disconnect (those not db-change-aware, as
+    /// OVS does).
+    pub fn add_db(&mut self, path: &Path) -> Result<Vec<SessionId>, String> {
+        let same_file = |p: &Path| match (std::fs::canonicalize(p), std::fs::canonicalize(path)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if self.dbs.values().any(|i| i.log.as_ref().is_some_and(|l| same_file(l.path()))) {
+            return Err(format!("ovsdb error: {}: already open", path.display()));
+        }
+        let (name, inst) = open_db(path).map_err(|e| format!("I/O error: {e}"))?;
+        if self.dbs.contains_key(&name) {
+            return Err(format!("ovsdb error: {}: duplicate database name {name}", path.display()));
+        }
+        let schema = inst.db.schema.to_json().to_string();
+        self.dbs.insert(name.clone(), inst);
+        let row = server_db_row(&name, &schema);
+        self.change_server_db(json!({"Database": {Uuid::new_v4().to_string(): row}}));
+        Ok(self.unaware_sessions())
+    }
+
+    /// `ovsdb-server/remove-db NAME`: stops serving a database (its file is
+    /// closed, its monitors canceled). Returns the sessions to disconnect.
+    pub fn remove_db(&mut self, name: &str) -> Result<Vec<SessionId>, String> {
+        if name == "_Server" || self.dbs.remove(name).is_none() {
+            return Err("Failed to find the database.".into());
+        }
+        self.relays.remove(name);
+        self.parked.retain(|p| p.db != name);
+        let rows: serde_json::Map<String, Value> = self.dbs["_Server"]
+            .db
+            .table("Database")
+            .map(|t| {
+                t.rows()
+                    .iter()
+                    .filter(|(_, r)| {
+                        r.get("name").is_some_and(|d| d.keys.first().and_then(|a| a.as_str()) == Some(name))
+                    })
+                    .map(|(u, _)| (u.to_string(), Value::Null))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.change_server_db(json!({"Database": rows}));
+        let mut canceled = Vec::new();
+        for (sid, s) in self.sessions.iter_mut() {
+            s.monitors.retain(|_, (db, mon_id, _)| {
+                if db == name {
+                    canceled.push((*sid, mon_id.clone()));
+                }
+                db != name
+            });
+        }
+        for (sid, mon_id) in canceled {
+            self.send(sid, Message::notification("monitor_canceled", vec![mon_id]));
+        }
+        Ok(self.unaware_sessions())
+    }
+
+    fn unaware_sessions(&self) -> Vec<SessionId> {
+        self.sessions.keys().filter(|s| !self.db_change_aware.contains(s)).copied().collect()
+    }
+
+    /// Applies a change to `_Server` (which transactions may not write) and
+    /// tells its monitors.
+    fn change_server_db(&mut self, record: Value) {
+        let inst = self.dbs.get_mut("_Server").expect("_Server");
+        match inst.db.apply_log_record(&record) {
+            Ok(commit) => self.notify("_Server", commit),
+            Err(e) => vlog::err("ovsdb_server", &format!("updating _Server: {}", error_to_string(&e))),
+        }
+    }
+
+    /// The files of the databases served (for `--monitor` restarts).
+    pub fn db_files(&self) -> Vec<PathBuf> {
+        self.dbs.values().filter_map(|i| i.log.as_ref().map(|l| l.path().to_path_buf())).collect()
+    }
+
+    /// Write transactions on relay databases, to be sent to their sources.
+    pub fn take_forwards(&mut self) -> Vec<Forward> {
+        std::mem::take(&mut self.forwards)
+    }
+
+    /// Queues a message for a session (replies to forwarded transactions).
+    pub fn reply(&mut self, to: SessionId, m: Message) {
+        self.send(to, m);
+    }
+
+    /// Marks a session as one that may only read (a read-only remote's).
+    pub fn set_session_read_only(&mut self, id: SessionId) {
+        self.read_only_sessions.insert(id);
     }
 
     pub fn add_session(&mut self, id: SessionId) {
@@ -155,6 +285,8 @@ impl Core {
     /// Forgets a session: its monitors, parked transactions and locks (the next
     /// waiter of each lock it owned is told it has it).
     pub fn remove_session(&mut self, id: SessionId) {
+        self.read_only_sessions.remove(&id);
+        self.db_change_aware.remove(&id);
         let Some(s) = self.sessions.remove(&id) else { return };
         self.parked.retain(|p| p.session != id);
         for name in s.locks {
@@ -214,7 +346,14 @@ impl Core {
             "lock" | "steal" => self.lock(from, method, &p),
             "unlock" => self.unlock(from, &p),
             "set_db_change_aware" => match p.as_slice() {
-                [Value::Bool(_)] => Ok(json!({})),
+                [Value::Bool(aware)] => {
+                    if *aware {
+                        self.db_change_aware.insert(from);
+                    } else {
+                        self.db_change_aware.remove(&from);
+                    }
+                    Ok(json!({}))
+                }
                 _ => Err(syntax("set_db_change_aware: true or false parameter expected")),
             },
             "get_server_id" => Ok(json!(server_id().to_string())),
@@ -232,10 +371,12 @@ impl Core {
             return Err(syntax(format!("{method} request params must begin with <db-name>")));
         };
         if !self.dbs.contains_key(name) {
+            // With the request's params as "syntax", as OVS answers.
             return Err(OvsdbError::new(
                 "unknown database",
                 format!("{method} request specifies unknown database {name}"),
             )
+            .with_syntax(&Value::Array(p.to_vec()))
             .to_json());
         }
         Ok(name.to_string())
@@ -244,6 +385,15 @@ impl Core {
     // ---- transactions -------------------------------------------------
 
     fn transact(&mut self, from: SessionId, db: String, ops: Vec<Value>, id: Value, since: Instant) {
+        // A relay answers reads itself; what writes goes to the source.
+        let writes =
+            || ops.iter().any(|op| op.get("op").and_then(Value::as_str).and_then(txn::op_read_only) == Some(false));
+        if self.relays.contains(&db) && !self.read_only && !self.read_only_sessions.contains(&from) && writes() {
+            let mut params = vec![json!(db)];
+            params.extend(ops);
+            self.forwards.push(Forward { session: from, id, db, params });
+            return;
+        }
         let locks: HashSet<String> =
             self.locks.iter().filter(|(_, q)| q.front() == Some(&from)).map(|(n, _)| n.clone()).collect();
         let has_lock = |n: &str| locks.contains(n);
@@ -251,7 +401,7 @@ impl Core {
             has_lock: &has_lock,
             elapsed_ms: since.elapsed().as_millis() as u64,
             can_wait: true,
-            read_only: db == "_Server",
+            read_only: db == "_Server" || self.read_only || self.read_only_sessions.contains(&from),
         };
         let inst = self.dbs.get_mut(&db).expect("looked up");
         match txn::execute(&inst.db, &ops, &ctx) {
@@ -293,6 +443,11 @@ impl Core {
     fn committed(&mut self, db: &str, commit: Commit) {
         let inst = self.dbs.get_mut(db).expect("db");
         inst.db.apply(&commit);
+        self.notify(db, commit);
+    }
+
+    /// Tells the monitors of an applied commit, and retries parked waits.
+    fn notify(&mut self, db: &str, commit: Commit) {
         // Standalone databases report the zero transaction id, as OVS's do.
         let txn_id = Uuid::nil();
         // Monitor updates, in session order.
@@ -552,6 +707,138 @@ impl Core {
     }
 
     /// Database names (for ovsdb-server/list-dbs).
+    /// This server's id (`get_server_id`).
+    pub fn server_id(&self) -> Uuid {
+        server_id()
+    }
+
+    /// A database's schema, by name.
+    pub fn schema(&self, db: &str) -> Option<DatabaseSchema> {
+        self.dbs.get(db).map(|i| (*i.db.schema).clone())
+    }
+
+    /// Mirrors the active server's changes into `db` (a backup server's
+    /// replication): `updates` are `<table-updates>` as a version 1 monitor
+    /// sends them. With `reset`, every row of the tables not in it is
+    /// deleted first: `updates` are then the whole of the active
+    /// server's data (the monitor's initial reply). One commit, logged
+    /// and sent to our own monitors as any other.
+    pub fn replica_update(
+        &mut self,
+        db: &str,
+        updates: &Value,
+        reset: Option<&BTreeSet<String>>,
+    ) -> Result<(), String> {
+        let inst = self.dbs.get_mut(db).ok_or_else(|| format!("unknown database {db}"))?;
+        let Some(updates) = updates.as_object() else { return Err("<table-updates> is not an object".into()) };
+        let mut record = serde_json::Map::new();
+        if let Some(keep) = reset {
+            for (tname, t) in inst.db.tables() {
+                if keep.contains(tname) || t.is_empty() {
+                    continue;
+                }
+                let rows = t.rows().keys().map(|u| (u.to_string(), Value::Null)).collect();
+                record.insert(tname.clone(), Value::Object(rows));
+            }
+        }
+        for (tname, tu) in updates {
+            let Some(t) = inst.db.table(tname) else { return Err(format!("unknown table {tname}")) };
+            let Some(tu) = tu.as_object() else { return Err("<table-update> for table is not object".into()) };
+            let rows = record.entry(tname.clone()).or_insert_with(|| json!({}));
+            let rows = rows.as_object_mut().expect("object");
+            for (us, ru) in tu {
+                let uuid = crate::atom::parse_uuid(us).ok_or("<table-update> names must be UUIDs")?;
+                match ru.get("new") {
+                    // Version 1 updates carry the whole new row, inserts and
+                    // modifies alike: it replaces ours.
+                    Some(new) => {
+                        rows.insert(us.clone(), new.clone());
+                    }
+                    None if t.get(&uuid).is_some() => {
+                        rows.insert(us.clone(), Value::Null);
+                    }
+                    None => {}
+                }
+            }
+        }
+        let commit = inst.db.apply_log_record(&Value::Object(record)).map_err(|e| error_to_string(&e))?;
+        Self::store(inst, &commit, None)?;
+        self.notify(db, commit);
+        Ok(())
+    }
+
+    /// Writes the status of the remotes that `db:DB,TABLE,COLUMN` remotes
+    /// name through references (as OVS's Manager rows): `is_connected` and
+    /// `status` (`n_connections` when more than one), where the referenced
+    /// table has such columns. `connections` counts sessions by remote.
+    pub fn update_remote_status(&mut self, configured: &[String], connections: &HashMap<String, usize>) {
+        let mut records: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+        for spec in configured.iter().filter_map(|r| r.strip_prefix("db:")) {
+            let parts: Vec<&str> = spec.split(',').collect();
+            let [db, table, column] = parts[..] else { continue };
+            let Some(inst) = self.dbs.get(db) else { continue };
+            let Some(t) = inst.db.table(table) else { continue };
+            let Some(col) = t.schema.column(column) else { continue };
+            let Some(ref_table) = col.type_.key.ref_table.as_deref().filter(|_| col.type_.value.is_none()) else {
+                continue;
+            };
+            let Some(rt) = inst.db.table(ref_table) else { continue };
+            let has = |c: &str| rt.schema.columns.get(c).map(|c| &c.type_);
+            let bool_col = has("is_connected").is_some_and(|t| t.key.atype == AtomicType::Boolean && !t.is_map());
+            let status_col = has("status").is_some_and(|t| {
+                t.is_map()
+                    && t.key.atype == AtomicType::String
+                    && t.value.as_ref().is_some_and(|v| v.atype == AtomicType::String)
+            });
+            for row in t.rows().values() {
+                let Some(d) = row.get(column) else { continue };
+                for u in d.keys.iter().filter_map(|a| a.as_uuid()) {
+                    let Some(r) = rt.get(&u) else { continue };
+                    let Some(target) =
+                        r.get("target").and_then(|d| d.keys.first().and_then(|a| a.as_str().map(str::to_string)))
+                    else {
+                        continue;
+                    };
+                    let n = connections.get(&target).copied().unwrap_or(0);
+                    let mut new = serde_json::Map::new();
+                    if bool_col {
+                        let v = json!(n > 0);
+                        if r.get("is_connected").map(|d| d.to_json()) != Some(v.clone()) {
+                            new.insert("is_connected".into(), v);
+                        }
+                    }
+                    if status_col {
+                        let pairs: Vec<Value> =
+                            if n > 1 { vec![json!(["n_connections", n.to_string()])] } else { vec![] };
+                        let v = json!(["map", pairs]);
+                        if r.get("status").map(|d| d.to_json()) != Some(v.clone()) {
+                            new.insert("status".into(), v);
+                        }
+                    }
+                    if !new.is_empty() {
+                        let rows = records.entry(db.to_string()).or_default();
+                        let table_rows = rows.entry(ref_table.to_string()).or_insert_with(|| json!({}));
+                        table_rows.as_object_mut().expect("object").insert(u.to_string(), Value::Object(new));
+                    }
+                }
+            }
+        }
+        for (db, record) in records {
+            let inst = self.dbs.get_mut(&db).expect("db");
+            let commit = match inst.db.apply_log_record(&Value::Object(record)) {
+                Ok(c) => c,
+                Err(e) => {
+                    vlog::err("ovsdb_server", &format!("Failed to update remote status: {}", error_to_string(&e)));
+                    continue;
+                }
+            };
+            if let Err(e) = Self::store(inst, &commit, Some("remote status")) {
+                vlog::err("ovsdb_server", &format!("Failed to update remote status: {e}"));
+            }
+            self.notify(&db, commit);
+        }
+    }
+
     pub fn db_names(&self) -> Vec<String> {
         self.dbs.keys().cloned().collect()
     }
@@ -560,27 +847,40 @@ impl Core {
     /// `target` column of rows the column refers to (as ovsdb-server reads
     /// Manager rows).
     pub fn remotes_from_db(&self, spec: &str) -> Result<Vec<String>, String> {
+        Ok(self.remotes_from_db_with_options(spec)?.into_iter().map(|(r, _)| r).collect())
+    }
+
+    /// As [`Core::remotes_from_db`], with whether each remote is read-only
+    /// (a referenced row's `read_only` column, as in OVS's Manager table).
+    pub fn remotes_from_db_with_options(&self, spec: &str) -> Result<Vec<(String, bool)>, String> {
         let parts: Vec<&str> = spec.split(',').collect();
-        let [db, table, column] = parts[..] else { return Err(format!("\"db:{spec}\": expected db:DB,TABLE,COLUMN")) };
-        let inst = self.dbs.get(db).ok_or_else(|| format!("{spec}: no database named {db}"))?;
-        let t = inst.db.table(table).ok_or_else(|| format!("{spec}: no table named {table}"))?;
-        let col = t.schema.column(column).ok_or_else(|| format!("{spec}: no column named {column}"))?;
+        let [db, table, column] = parts[..] else { return Err(format!("\"db:{spec}\": invalid syntax")) };
+        let inst = self.dbs.get(db).ok_or_else(|| format!("\"db:{spec}\": no database named {db}"))?;
+        let t = inst.db.table(table).ok_or_else(|| format!("\"db:{spec}\": no table named {table}"))?;
+        let col = t
+            .schema
+            .column(column)
+            .ok_or_else(|| format!("\"db:{spec}\": table \"{table}\" has no column \"{column}\""))?;
         let mut out = Vec::new();
         for row in t.rows().values() {
             let Some(d) = row.get(column) else { continue };
             for a in d.keys.iter().chain(d.values.iter().flatten()) {
                 match a {
-                    crate::atom::Atom::String(s) => out.push(s.to_string()),
+                    crate::atom::Atom::String(s) => out.push((s.to_string(), false)),
                     crate::atom::Atom::Uuid(u) => {
                         let rt = col.type_.key.ref_table.as_deref().or(col
                             .type_
                             .value
                             .as_ref()
                             .and_then(|v| v.ref_table.as_deref()));
-                        if let Some(target) = rt.and_then(|rt| inst.db.get(rt, u)).and_then(|r| r.get("target")) {
+                        let Some(row) = rt.and_then(|rt| inst.db.get(rt, u)) else { continue };
+                        let read_only = row
+                            .get("read_only")
+                            .is_some_and(|d| d.keys.first().is_some_and(|a| *a == crate::atom::Atom::Boolean(true)));
+                        if let Some(target) = row.get("target") {
                             for k in &target.keys {
                                 if let Some(s) = k.as_str() {
-                                    out.push(s.to_string());
+                                    out.push((s.to_string(), read_only));
                                 }
                             }
                         }
@@ -609,13 +909,45 @@ fn server_id() -> Uuid {
 
 /// Opens a standalone database file: replays its records.
 pub fn open_db(path: &Path) -> Result<(String, DbInstance), String> {
-    let (log, records) = Log::open(path, OpenMode::ReadWrite).map_err(|e| e.to_string())?;
+    let (mut log, records) = Log::open(path, OpenMode::ReadWrite).map_err(|e| e.to_string())?;
     if let Some(e) = log.read_error() {
-        eprintln!("{}: {e}", path.display());
+        // OVS's error tags: a record that could not be read in full is an I/O
+        // error, anything else a syntax error.
+        let tag = match e.kind {
+            ReadErrorKind::Io | ReadErrorKind::Truncated => "I/O error",
+            _ => "syntax error",
+        };
+        vlog::err("ovsdb_server", &format!("{tag}: {e}"));
     }
-    let (db, _) = replay(path, &records)?;
+    let first = records.first().ok_or_else(|| format!("{}: database file is empty", path.display()))?;
+    let schema = DatabaseSchema::from_json(first).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut db = Database::new(Arc::new(schema));
+    // Like ovsdb-server (not ovsdb-tool): a transaction that does not apply
+    // ends the database there, as if the file had been cut short; it is
+    // logged and the next write truncates it away.
+    for (i, r) in records.iter().enumerate().skip(1) {
+        if let Err(e) = db.apply_log_record(r) {
+            let e = if e.syntax.is_some() { e } else { e.with_syntax(r) };
+            vlog::err("ovsdb_server", &error_to_string(&e));
+            log.discard_from(i).map_err(|e| e.to_string())?;
+            break;
+        }
+    }
     let name = db.schema.name.clone();
     Ok((name, DbInstance { db, log: Some(log), dirty: false }))
+}
+
+/// A `_Server.Database` row for a standalone database.
+fn server_db_row(name: &str, schema: &str) -> Value {
+    json!({"name": name, "model": "standalone", "connected": true, "leader": true, "schema": schema})
+}
+
+/// OVS's one-line form of an error, for logs: `syntax "JSON": TAG: DETAILS`.
+pub fn error_to_string(e: &OvsdbError) -> String {
+    match &e.syntax {
+        Some(s) => format!("syntax \"{s}\": {}: {}", e.tag, e.details),
+        None => format!("{}: {}", e.tag, e.details),
+    }
 }
 
 /// Builds a database from a log's records (schema first). Returns it and the

@@ -181,7 +181,7 @@ fn prescan_uuid_names(ops: &[Value]) -> Symbols {
 }
 
 /// Whether operation `name` exists, and whether it only reads.
-fn op_read_only(name: &str) -> Option<bool> {
+pub(crate) fn op_read_only(name: &str) -> Option<bool> {
     match name {
         "select" | "wait" | "abort" | "comment" | "assert" => Some(true),
         "insert" | "update" | "mutate" | "delete" | "commit" => Some(false),
@@ -435,15 +435,15 @@ impl<'a> Exec<'a, '_> {
 
         let mut uuid = None;
         if let Some(s) = uuid_json.and_then(Value::as_str) {
-            let u = parse_uuid(s).ok_or_else(|| OvsdbError::syntax("bad uuid"))?;
+            let bad_uuid = || OvsdbError::syntax("bad uuid").with_syntax(uuid_json.unwrap_or(&Value::Null));
+            let u = parse_uuid(s).ok_or_else(bad_uuid)?;
             if self.get(&ts.name, &u).is_some() || self.changes.get(&ts.name).is_some_and(|t| t.contains_key(&u)) {
                 return Err(OvsdbError::new(
                     "duplicate uuid",
-                    format!(
-                        "This UUID would duplicate a UUID already present within the \"{}\" table or deleted from this table within the same transaction.",
-                        ts.name
-                    ),
-                ));
+                    "This UUID would duplicate a UUID already present within the table or deleted within the same \
+                     transaction.",
+                )
+                .with_syntax(uuid_json.unwrap_or(&Value::Null)));
             }
             uuid = Some(u);
         }
@@ -452,7 +452,8 @@ impl<'a> Exec<'a, '_> {
                 return Err(OvsdbError::new(
                     "duplicate uuid-name",
                     "This \"uuid-name\" appeared on an earlier \"insert\" operation.",
-                ));
+                )
+                .with_syntax(&Value::String(name.to_string())));
             }
             let sym = *self.symbols.entry(name.to_string()).or_insert_with(Uuid::new_v4);
             uuid = Some(uuid.unwrap_or(sym));
@@ -539,7 +540,8 @@ impl<'a> Exec<'a, '_> {
                 return Err(OvsdbError::constraint(format!(
                     "Cannot update immutable column {cname} in table {}.",
                     ts.name
-                )));
+                ))
+                .with_syntax(p.op));
             }
         }
         let cond = Condition::from_json(ts, where_, Some(&self.symbols))?;
@@ -1177,6 +1179,37 @@ mod tests {
         let r = fail(db, ops);
         let e = r.iter().rev().find(|v| !v.is_null()).unwrap();
         (e["error"].as_str().unwrap().to_string(), e["details"].as_str().unwrap().to_string())
+    }
+
+    /// The "syntax" member of a failed transaction's error.
+    fn syntax_of(db: &Database, ops: Value) -> Option<String> {
+        let r = fail(db, ops);
+        r.iter().rev().find(|v| !v.is_null()).unwrap()["syntax"].as_str().map(str::to_string)
+    }
+
+    #[test]
+    fn errors_carry_the_offending_json_as_ovs() {
+        let mut db = new_db();
+        let u = Uuid::new_v4();
+        run(&mut db, json!([{"op": "insert", "table": "Small", "uuid": u.to_string(), "row": {"a": 1}}]));
+        let dup = json!([{"op": "insert", "table": "Small", "uuid": u.to_string(), "row": {"a": 2}}]);
+        let e = error_of(&db, dup.clone());
+        assert_eq!(
+            e.1,
+            "This UUID would duplicate a UUID already present within the table or deleted within the same transaction."
+        );
+        assert_eq!(syntax_of(&db, dup), Some(format!("\"{u}\"")));
+        let bad = json!([{"op": "insert", "table": "Small", "uuid": "nope", "row": {}}]);
+        assert_eq!(syntax_of(&db, bad), Some("\"nope\"".into()));
+        // The whole operation, keys sorted, for an immutable column's update.
+        let upd = json!([{"op": "update", "table": "Root", "where": [], "row": {"fixed": "g"}}]);
+        assert_eq!(
+            syntax_of(&db, upd),
+            Some(r#"{"op":"update","row":{"fixed":"g"},"table":"Root","where":[]}"#.into())
+        );
+        // The mutation alone for an immutable column's mutate.
+        let mutate = json!([{"op": "mutate", "table": "Root", "where": [], "mutations": [["fixed", "insert", "x"]]}]);
+        assert_eq!(syntax_of(&db, mutate), Some(r#"["fixed","insert","x"]"#.into()));
     }
 
     fn uuid_of(v: &Value) -> Uuid {

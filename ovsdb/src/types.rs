@@ -197,16 +197,18 @@ impl BaseType {
             Atom::Integer(i)
                 if (self.min_integer.is_some_and(|m| *i < m) || self.max_integer.is_some_and(|m| *i > m)) =>
             {
-                return Err(OvsdbError::constraint(format!(
-                    "{i} is not in the valid range {}",
-                    range_text(self.min_integer.map(|x| x.to_string()), self.max_integer.map(|x| x.to_string()))
-                )));
+                return Err(range_error(
+                    &i.to_string(),
+                    self.min_integer.map(|x| x.to_string()),
+                    self.max_integer.map(|x| x.to_string()),
+                ));
             }
             Atom::Real(r) if (self.min_real.is_some_and(|m| *r < m) || self.max_real.is_some_and(|m| *r > m)) => {
-                return Err(OvsdbError::constraint(format!(
-                    "{r} is not in the valid range {}",
-                    range_text(self.min_real.map(|x| x.to_string()), self.max_real.map(|x| x.to_string()))
-                )));
+                return Err(range_error(
+                    &r.to_string(),
+                    self.min_real.map(|x| x.to_string()),
+                    self.max_real.map(|x| x.to_string()),
+                ));
             }
             Atom::String(s) => {
                 let n = s.chars().count() as u64;
@@ -229,13 +231,15 @@ impl BaseType {
     }
 }
 
-fn range_text(min: Option<String>, max: Option<String>) -> String {
-    match (min, max) {
-        (Some(a), Some(z)) => format!("{a} to {z} (inclusive)"),
-        (Some(a), None) => format!("{a} or greater"),
-        (None, Some(z)) => format!("{z} or less"),
-        (None, None) => String::new(),
-    }
+/// OVS's wording for a number outside its column's bounds: a range when
+/// both bounds are set, otherwise the one bound that was crossed.
+fn range_error(value: &str, min: Option<String>, max: Option<String>) -> OvsdbError {
+    OvsdbError::constraint(match (min, max) {
+        (Some(a), Some(z)) => format!("{value} is not in the valid range {a} to {z} (inclusive)"),
+        (Some(a), None) => format!("{value} is less than minimum allowed value {a}"),
+        (None, Some(z)) => format!("{value} is greater than maximum allowed value {z}"),
+        (None, None) => format!("{value} is out of range"),
+    })
 }
 
 /// "unlimited" for `max`.
@@ -366,5 +370,26 @@ mod tests {
         assert!(s.check(&Atom::string("c")).is_err());
         let l = BaseType::from_json(&json!({"type": "string", "maxLength": 2})).unwrap();
         assert!(l.check(&Atom::string("abc")).is_err());
+    }
+
+    #[test]
+    fn bound_errors_use_ovs_wording() {
+        let details = |t: Value, a: Atom| BaseType::from_json(&t).unwrap().check(&a).unwrap_err().details;
+        assert_eq!(
+            details(json!({"type": "integer", "minInteger": 1, "maxInteger": 10}), Atom::Integer(11)),
+            "11 is not in the valid range 1 to 10 (inclusive)"
+        );
+        assert_eq!(
+            details(json!({"type": "integer", "minInteger": 1}), Atom::Integer(0)),
+            "0 is less than minimum allowed value 1"
+        );
+        assert_eq!(
+            details(json!({"type": "integer", "maxInteger": 3}), Atom::Integer(4)),
+            "4 is greater than maximum allowed value 3"
+        );
+        assert_eq!(
+            details(json!({"type": "real", "minReal": 1.5}), Atom::Real(-2.5)),
+            "-2.5 is less than minimum allowed value 1.5"
+        );
     }
 }
