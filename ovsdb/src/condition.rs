@@ -260,7 +260,6 @@ mod tests {
     use super::*;
     use crate::db::tests::{test_row as row, test_schema};
 
-
     fn cond(v: Value) -> Result<Condition> {
         let schema = test_schema();
         Condition::from_json(&schema.tables["Root"], &v, None)

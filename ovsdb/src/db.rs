@@ -9,7 +9,7 @@
 use std::{
     borrow::Cow,
     cmp::Ordering,
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
 };
 
@@ -30,14 +30,155 @@ use crate::{
 pub struct Row {
     pub uuid: Uuid,
     pub version: Uuid,
-    pub columns: BTreeMap<String, Datum>,
+    pub columns: Columns,
+}
+
+/// What all rows of one table share: their column names (sorted, the order
+/// of the schema's columns) and the default value of each.
+#[derive(Debug, PartialEq)]
+pub struct RowLayout {
+    names: Box<[String]>,
+    defaults: Box<[Datum]>,
+}
+
+impl RowLayout {
+    fn new(ts: &TableSchema) -> RowLayout {
+        RowLayout {
+            names: ts.columns.keys().cloned().collect(),
+            defaults: ts.columns.values().map(|c| Datum::default_for(&c.type_)).collect(),
+        }
+    }
+
+    fn fits(&self, ts: &TableSchema) -> bool {
+        self.names.len() == ts.columns.len()
+            && self.names.iter().zip(ts.columns.values()).all(|(n, c)| *n == c.name)
+            && self.defaults.iter().zip(ts.columns.values()).all(|(d, c)| *d == Datum::default_for(&c.type_))
+    }
+
+    /// The position of column `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.names.binary_search_by(|n| n.as_str().cmp(name)).ok()
+    }
+
+    /// The layout of the rows of `ts`. Layouts are shared by every row of
+    /// tables with the same columns (a row's names cost one pointer), so they
+    /// are kept once per distinct table for the life of the process.
+    pub fn of(ts: &TableSchema) -> Arc<RowLayout> {
+        static LAYOUTS: std::sync::Mutex<Vec<(String, Arc<RowLayout>)>> = std::sync::Mutex::new(Vec::new());
+        let mut all = LAYOUTS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, l)) = all.iter().find(|(n, l)| *n == ts.name && l.fits(ts)) {
+            return l.clone();
+        }
+        let l = Arc::new(RowLayout::new(ts));
+        all.push((ts.name.clone(), l.clone()));
+        l
+    }
+}
+
+/// A row's column values, one per column of its table, with map-like access
+/// by column name (in name order, as the schema lists them).
+#[derive(Clone)]
+pub struct Columns {
+    layout: Arc<RowLayout>,
+    values: Box<[Datum]>,
+}
+
+impl Columns {
+    /// Every column at its default value.
+    pub fn defaults(layout: Arc<RowLayout>) -> Columns {
+        let values = layout.defaults.clone();
+        Columns { layout, values }
+    }
+
+    pub fn layout(&self) -> &Arc<RowLayout> {
+        &self.layout
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Datum> {
+        self.layout.index_of(name).map(|i| &self.values[i])
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Datum> {
+        self.layout.index_of(name).map(|i| &mut self.values[i])
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.layout.index_of(name).is_some()
+    }
+
+    /// The value at position `i` (of [`RowLayout::index_of`]).
+    pub fn at(&self, i: usize) -> &Datum {
+        &self.values[i]
+    }
+
+    /// Replaces a column's value, returning the old one. A name the table
+    /// does not have is refused: the value comes back as `Err`.
+    pub fn insert(&mut self, name: impl AsRef<str>, d: Datum) -> std::result::Result<Datum, Datum> {
+        match self.layout.index_of(name.as_ref()) {
+            Some(i) => Ok(std::mem::replace(&mut self.values[i], d)),
+            None => Err(d),
+        }
+    }
+
+    /// Sets each (known) column; unknown names are skipped.
+    pub fn extend<S: AsRef<str>>(&mut self, it: impl IntoIterator<Item = (S, Datum)>) {
+        for (n, d) in it {
+            let _ = self.insert(n, d);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Datum)> {
+        self.layout.names.iter().zip(self.values.iter())
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.layout.names.iter()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Datum> {
+        self.values.iter()
+    }
+}
+
+impl PartialEq for Columns {
+    fn eq(&self, other: &Self) -> bool {
+        (Arc::ptr_eq(&self.layout, &other.layout) || self.layout.names == other.layout.names)
+            && self.values == other.values
+    }
+}
+
+impl std::fmt::Debug for Columns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl std::ops::Index<&str> for Columns {
+    type Output = Datum;
+
+    /// Panics if the table has no such column (as a map does for a missing key).
+    fn index(&self, name: &str) -> &Datum {
+        self.get(name).unwrap_or_else(|| panic!("no column {name}"))
+    }
 }
 
 impl Row {
     /// A row with every column at its default value.
     pub fn new_default(ts: &TableSchema, uuid: Uuid, version: Uuid) -> Row {
-        let columns = ts.columns.values().map(|c| (c.name.clone(), Datum::default_for(&c.type_))).collect();
-        Row { uuid, version, columns }
+        Row { uuid, version, columns: Columns::defaults(RowLayout::of(ts)) }
+    }
+
+    /// A row with every column at its default value, for a layout at hand.
+    pub fn with_layout(layout: &Arc<RowLayout>, uuid: Uuid, version: Uuid) -> Row {
+        Row { uuid, version, columns: Columns::defaults(layout.clone()) }
     }
 
     /// A column's value, the implicit `_uuid` and `_version` included.
@@ -89,8 +230,10 @@ pub struct Table {
     /// References into rows of this table (keyed by target uuid; the target
     /// need not exist, e.g. after replaying an inconsistent log).
     incoming: HashMap<Uuid, Incoming>,
-    /// One map per schema index: the indexed columns' values → rows.
-    indexes: Vec<HashMap<Vec<Datum>, BTreeSet<Uuid>>>,
+    /// One map per schema index: the indexed columns' values → rows (one
+    /// row, but for a log replayed from an inconsistent file; a vector keeps
+    /// that common case at one small allocation).
+    indexes: Vec<HashMap<Vec<Datum>, Vec<Uuid>>>,
 }
 
 impl Table {
@@ -250,16 +393,20 @@ impl Database {
     /// row has its uuid (its `old` is informational). Tables the schema does
     /// not know are ignored.
     pub fn apply(&mut self, commit: &Commit) {
-        for (tname, rows) in &commit.tables {
-            if !self.tables.contains_key(tname) {
+        self.apply_owned(commit.clone())
+    }
+
+    /// [`Database::apply`], moving the new rows in instead of copying them.
+    pub fn apply_owned(&mut self, commit: Commit) {
+        for (tname, rows) in commit.tables {
+            if !self.tables.contains_key(&tname) {
                 continue;
             }
             for (uuid, ch) in rows {
-                self.remove_row(tname, uuid);
-                if let Some(new) = &ch.new {
-                    let mut row = new.clone();
-                    row.uuid = *uuid;
-                    self.add_row(tname, row);
+                self.remove_row(&tname, &uuid);
+                if let Some(mut row) = ch.new {
+                    row.uuid = uuid;
+                    self.add_row(&tname, row);
                 }
             }
         }
@@ -271,7 +418,7 @@ impl Database {
         for i in 0..t.indexes.len() {
             let key = t.index_key(i, &row);
             if let Some(set) = t.indexes[i].get_mut(&key) {
-                set.remove(uuid);
+                set.retain(|u| u != uuid);
                 if set.is_empty() {
                     t.indexes[i].remove(&key);
                 }
@@ -303,7 +450,10 @@ impl Database {
         let Some(t) = self.tables.get_mut(tname) else { return };
         for i in 0..t.indexes.len() {
             let key = t.index_key(i, &row);
-            t.indexes[i].entry(key).or_default().insert(row.uuid);
+            let set = t.indexes[i].entry(key).or_default();
+            if let Err(at) = set.binary_search(&row.uuid) {
+                set.insert(at, row.uuid);
+            }
         }
         let refs = outgoing_refs(&t.schema, &row);
         let uuid = row.uuid;
@@ -408,7 +558,8 @@ fn update_row_from_log(ts: &TableSchema, row: &mut Row, v: &Value, is_diff: bool
         } else {
             datum_from_json(&col.type_, cv, None)?
         };
-        row.columns.insert(cname.clone(), d);
+        // `col` comes from the schema: the row has the column.
+        let _ = row.columns.insert(cname, d);
     }
     Ok(())
 }
@@ -628,7 +779,7 @@ pub(crate) mod tests {
         let ts = &schema.tables["Root"];
         let mut r = Row::new_default(ts, Uuid::new_v4(), Uuid::new_v4());
         for (k, val) in v.as_object().unwrap() {
-            r.columns.insert(k.clone(), datum_from_json(&ts.columns[k].type_, val, None).unwrap());
+            r.columns.insert(k.clone(), datum_from_json(&ts.columns[k].type_, val, None).unwrap()).unwrap();
         }
         r
     }
@@ -687,11 +838,11 @@ pub(crate) mod tests {
         let kid = Uuid::new_v4();
         let root = Uuid::new_v4();
         let mut k = Row::new_default(&schema.tables["Kid"], kid, Uuid::new_v4());
-        k.columns.insert("name".into(), Datum::scalar(Atom::string("k")));
+        k.columns.insert("name", Datum::scalar(Atom::string("k"))).unwrap();
         let mut r = Row::new_default(&schema.tables["Root"], root, Uuid::new_v4());
-        r.columns.insert("kids".into(), Datum::scalar(Atom::Uuid(kid)));
-        r.columns.insert("fav".into(), Datum::scalar(Atom::Uuid(kid)));
-        r.columns.insert("name".into(), Datum::scalar(Atom::string("r")));
+        r.columns.insert("kids", Datum::scalar(Atom::Uuid(kid))).unwrap();
+        r.columns.insert("fav", Datum::scalar(Atom::Uuid(kid))).unwrap();
+        r.columns.insert("name", Datum::scalar(Atom::string("r"))).unwrap();
         let mut c = Commit::new(schema.clone());
         c.tables.entry("Kid".into()).or_default().insert(kid, RowChange { old: None, new: Some(k) });
         c.tables.entry("Root".into()).or_default().insert(root, RowChange { old: None, new: Some(r.clone()) });

@@ -757,7 +757,8 @@ mod sys {
                 let mut q = whole_file_write_lock();
                 // SAFETY: as above.
                 let ok = unsafe { libc::fcntl(fd, libc::F_GETLK, &mut q) } == 0;
-                let pid = if ok && q.l_type != libc::F_UNLCK as libc::c_short && q.l_pid > 0 { Some(q.l_pid) } else { None };
+                let pid =
+                    if ok && q.l_type != libc::F_UNLCK as libc::c_short && q.l_pid > 0 { Some(q.l_pid) } else { None };
                 Err(LockError::Held(pid))
             }
             _ => Err(LockError::Io(err)),

@@ -232,7 +232,8 @@ impl MutationSet {
         for m in &self.mutations {
             let cur = row.columns.get(&m.column).cloned().unwrap_or_else(|| Datum::empty_for(&m.column_type));
             let new = m.apply(&cur)?;
-            row.columns.insert(m.column.clone(), new);
+            // Mutations name schema columns only (checked when parsed).
+            let _ = row.columns.insert(&m.column, new);
         }
         Ok(())
     }
@@ -242,7 +243,6 @@ impl MutationSet {
 mod tests {
     use super::*;
     use crate::db::tests::{test_row as row, test_schema};
-
 
     fn run(r: &mut Row, muts: Value) -> Result<()> {
         let schema = test_schema();

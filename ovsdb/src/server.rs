@@ -266,8 +266,6 @@ impl Core {
 
     /// Applies a stored commit, tells the monitors, and retries parked waits.
     fn committed(&mut self, db: &str, commit: Commit) {
-        let inst = self.dbs.get_mut(db).expect("db");
-        inst.db.apply(&commit);
         // Standalone databases report the zero transaction id, as OVS's do.
         let txn_id = Uuid::nil();
         // Monitor updates, in session order.
@@ -290,6 +288,9 @@ impl Core {
             }
         }
         self.outbox.extend(updates);
+        // Updates are made from the commit alone, so its rows can now move
+        // into the database.
+        self.dbs.get_mut(db).expect("db").db.apply_owned(commit);
         self.retry_parked(Some(db));
     }
 

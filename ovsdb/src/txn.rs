@@ -462,10 +462,8 @@ impl<'a> Exec<'a, '_> {
         let mut row = Row::new_default(ts, uuid, Uuid::new_v4());
         for (cname, d) in self.parse_row(ts, row_json)? {
             // `_uuid` and `_version` may be given (and are checked) but the
-            // row's own identity wins, as in OVS.
-            if ts.columns.contains_key(&cname) {
-                row.columns.insert(cname, d);
-            }
+            // row's own identity wins, as in OVS: only user columns are set.
+            let _ = row.columns.insert(cname, d);
         }
         // Defaults the row did not override must satisfy the constraints too
         // (e.g. an enum that does not include "").
@@ -551,7 +549,8 @@ impl<'a> Exec<'a, '_> {
             }
             let row = self.row_mut(&ts.name, u).ok_or_else(|| bug("update: matched row vanished"))?;
             for (c, d) in &values {
-                row.columns.insert(c.clone(), d.clone());
+                // Only mutable user columns get here (checked above).
+                let _ = row.columns.insert(c, d.clone());
             }
         }
         Ok(json!({"count": matches.len()}))
@@ -625,8 +624,9 @@ impl<'a> Exec<'a, '_> {
                 match cname.as_str() {
                     "_uuid" => row.uuid = d.keys.first().and_then(Atom::as_uuid).unwrap_or_default(),
                     "_version" => row.version = d.keys.first().and_then(Atom::as_uuid).unwrap_or_default(),
+                    // parse_row only lets the table's columns through.
                     _ => {
-                        row.columns.insert(cname, d);
+                        let _ = row.columns.insert(cname, d);
                     }
                 }
             }
@@ -1788,7 +1788,15 @@ mod tests {
     fn contents(db: &Database) -> BTreeMap<String, BTreeMap<Uuid, BTreeMap<String, Datum>>> {
         db.tables()
             .iter()
-            .map(|(n, t)| (n.clone(), t.rows().iter().map(|(u, r)| (*u, r.columns.clone())).collect()))
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    t.rows()
+                        .iter()
+                        .map(|(u, r)| (*u, r.columns.iter().map(|(k, d)| (k.clone(), d.clone())).collect()))
+                        .collect(),
+                )
+            })
             .collect()
     }
 
