@@ -38,6 +38,7 @@ pub struct Row {
 #[derive(Debug, PartialEq)]
 pub struct RowLayout {
     names: Box<[String]>,
+    types: Box<[Type]>,
     defaults: Box<[Datum]>,
 }
 
@@ -45,14 +46,17 @@ impl RowLayout {
     fn new(ts: &TableSchema) -> RowLayout {
         RowLayout {
             names: ts.columns.keys().cloned().collect(),
+            types: ts.columns.values().map(|c| c.type_.clone()).collect(),
             defaults: ts.columns.values().map(|c| Datum::default_for(&c.type_)).collect(),
         }
     }
 
+    /// Whether rows of `ts` have this layout: the same columns, of the same
+    /// types (hence defaults), in the same order.
     fn fits(&self, ts: &TableSchema) -> bool {
         self.names.len() == ts.columns.len()
             && self.names.iter().zip(ts.columns.values()).all(|(n, c)| *n == c.name)
-            && self.defaults.iter().zip(ts.columns.values()).all(|(d, c)| *d == Datum::default_for(&c.type_))
+            && self.types.iter().zip(ts.columns.values()).all(|(t, c)| *t == c.type_)
     }
 
     /// The position of column `name`.
@@ -106,9 +110,15 @@ impl Columns {
         self.layout.index_of(name).is_some()
     }
 
-    /// The value at position `i` (of [`RowLayout::index_of`]).
+    /// The value at position `i`: of [`RowLayout::index_of`], or of the
+    /// column in the table schema's `columns` (the same order).
     pub fn at(&self, i: usize) -> &Datum {
         &self.values[i]
+    }
+
+    /// Whether the value at position `i` is the column's default.
+    pub fn is_default_at(&self, i: usize) -> bool {
+        self.values[i] == self.layout.defaults[i]
     }
 
     /// Replaces a column's value, returning the old one. A name the table
@@ -226,6 +236,7 @@ struct Incoming {
 #[derive(Clone, Debug)]
 pub struct Table {
     pub schema: TableSchema,
+    layout: Arc<RowLayout>,
     rows: BTreeMap<Uuid, Row>,
     /// References into rows of this table (keyed by target uuid; the target
     /// need not exist, e.g. after replaying an inconsistent log).
@@ -239,7 +250,12 @@ pub struct Table {
 impl Table {
     fn new(schema: TableSchema) -> Table {
         let indexes = schema.indexes.iter().map(|_| HashMap::new()).collect();
-        Table { schema, rows: BTreeMap::new(), incoming: HashMap::new(), indexes }
+        Table { layout: RowLayout::of(&schema), schema, rows: BTreeMap::new(), incoming: HashMap::new(), indexes }
+    }
+
+    /// The layout of this table's rows (positions follow `schema.columns`).
+    pub fn layout(&self) -> &Arc<RowLayout> {
+        &self.layout
     }
 
     pub fn rows(&self) -> &BTreeMap<Uuid, Row> {
@@ -354,11 +370,9 @@ impl Commit {
 fn insert_columns_json(ts: &TableSchema, row: &Row) -> Map<String, Value> {
     ts.columns
         .values()
-        .filter(|c| !c.ephemeral)
-        .filter_map(|c| {
-            let d = row.columns.get(&c.name)?;
-            (*d != Datum::default_for(&c.type_)).then(|| (c.name.clone(), d.to_json()))
-        })
+        .enumerate()
+        .filter(|(i, c)| !c.ephemeral && !row.columns.is_default_at(*i))
+        .map(|(i, c)| (c.name.clone(), row.columns.at(i).to_json()))
         .collect()
 }
 
@@ -522,7 +536,7 @@ impl Database {
                         RowChange { old: Some(old.clone()), new: Some(new) }
                     }
                     (_, None) => {
-                        let mut new = Row::new_default(&t.schema, uuid, Uuid::new_v4());
+                        let mut new = Row::with_layout(&t.layout, uuid, Uuid::new_v4());
                         update_row_from_log(&t.schema, &mut new, rv, false)?;
                         RowChange { old: None, new: Some(new) }
                     }
@@ -757,13 +771,11 @@ pub(crate) fn datum_refs(src_table: &str, src: &Uuid, t: &Type, d: &Datum) -> Ve
 /// Every reference a row holds.
 pub(crate) fn outgoing_refs(ts: &TableSchema, row: &Row) -> Vec<RefAtom> {
     let mut out = Vec::new();
-    for c in ts.columns.values() {
+    for (i, c) in ts.columns.values().enumerate() {
         if c.type_.key.ref_table.is_none() && c.type_.value.as_ref().is_none_or(|v| v.ref_table.is_none()) {
             continue;
         }
-        if let Some(d) = row.columns.get(&c.name) {
-            out.extend(datum_refs(&ts.name, &row.uuid, &c.type_, d));
-        }
+        out.extend(datum_refs(&ts.name, &row.uuid, &c.type_, row.columns.at(i)));
     }
     out
 }

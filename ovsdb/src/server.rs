@@ -174,15 +174,25 @@ impl Core {
     }
 
     fn request(&mut self, from: SessionId, method: &str, params: Value, id: Value) {
+        if method == "transact" {
+            // The operations are moved, not copied: a transaction may be large.
+            let mut p = match params {
+                Value::Array(a) => a,
+                _ => Vec::new(),
+            };
+            match self.lookup_db(method, &p) {
+                Ok(db) => {
+                    p.remove(0);
+                    return self.transact(from, db, p, id, Instant::now());
+                }
+                Err(e) => return self.send(from, Message::error(e, id)),
+            }
+        }
         let p = params.as_array().cloned().unwrap_or_default();
         let reply = match method {
             "echo" => Ok(params),
             "list_dbs" => Ok(json!(self.dbs.keys().collect::<Vec<_>>())),
             "get_schema" => self.lookup_db(method, &p).map(|db| self.dbs[&db].db.schema.to_json()),
-            "transact" => match self.lookup_db(method, &p) {
-                Ok(db) => return self.transact(from, db, p[1..].to_vec(), id, Instant::now()),
-                Err(e) => Err(e),
-            },
             "monitor" | "monitor_cond" | "monitor_cond_since" => self.monitor(from, method, &p),
             "monitor_cond_change" => self.monitor_cond_change(from, &p),
             "monitor_cancel" => self.monitor_cancel(from, &p),

@@ -459,7 +459,10 @@ impl<'a> Exec<'a, '_> {
         }
         let uuid = uuid.unwrap_or_else(Uuid::new_v4);
 
-        let mut row = Row::new_default(ts, uuid, Uuid::new_v4());
+        let mut row = match self.db.table(&ts.name) {
+            Some(t) => Row::with_layout(t.layout(), uuid, Uuid::new_v4()),
+            None => Row::new_default(ts, uuid, Uuid::new_v4()),
+        };
         for (cname, d) in self.parse_row(ts, row_json)? {
             // `_uuid` and `_version` may be given (and are checked) but the
             // row's own identity wins, as in OVS: only user columns are set.
@@ -467,8 +470,9 @@ impl<'a> Exec<'a, '_> {
         }
         // Defaults the row did not override must satisfy the constraints too
         // (e.g. an enum that does not include "").
-        for c in ts.columns.values() {
-            if let Some(d) = row.columns.get(&c.name).filter(|d| d.len() == 1) {
+        for (i, c) in ts.columns.values().enumerate() {
+            let d = row.columns.at(i);
+            if d.len() == 1 {
                 check_atoms(d, &c.type_)?;
             }
         }
@@ -772,12 +776,12 @@ impl<'a> Exec<'a, '_> {
         for (tname, rows) in &self.changes {
             let Some(ts) = self.db.schema.tables.get(tname) else { continue };
             for (uuid, ch) in rows {
-                for c in ts.columns.values() {
+                for (i, c) in ts.columns.values().enumerate() {
                     if !is_strong_ref(&c.type_.key) && !c.type_.value.as_ref().is_some_and(is_strong_ref) {
                         continue;
                     }
-                    let old = ch.old.and_then(|r| r.columns.get(&c.name));
-                    let new = ch.new.as_ref().and_then(|r| r.columns.get(&c.name));
+                    let old = ch.old.map(|r| r.columns.at(i));
+                    let new = ch.new.as_ref().map(|r| r.columns.at(i));
                     if old == new {
                         continue;
                     }
@@ -1069,9 +1073,9 @@ impl<'a> Exec<'a, '_> {
             let Some(ts) = self.db.schema.tables.get(tname) else { continue };
             for ch in rows.values() {
                 let Some(new) = &ch.new else { continue };
-                for c in ts.columns.values() {
-                    let d = new.columns.get(&c.name).ok_or_else(|| bug("row lacks a column"))?;
-                    if ch.old.is_some_and(|o| o.columns.get(&c.name) == Some(d)) {
+                for (i, c) in ts.columns.values().enumerate() {
+                    let d = new.columns.at(i);
+                    if ch.old.is_some_and(|o| o.columns.at(i) == d) {
                         continue;
                     }
                     d.check(&c.type_)?;
