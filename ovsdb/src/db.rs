@@ -80,30 +80,33 @@ impl RowLayout {
 }
 
 /// A row's column values, one per column of its table, with map-like access
-/// by column name (in name order, as the schema lists them).
+/// by column name (in name order, as the schema lists them). Only values
+/// that differ from their column's default are stored (most columns of most
+/// rows hold their default: a vswitch Interface has 35 columns, a handful
+/// set); the others are read from the layout.
 #[derive(Clone)]
 pub struct Columns {
     layout: Arc<RowLayout>,
-    values: Box<[Datum]>,
+    /// (column position, value), by position; never a default value.
+    set: Box<[(u32, Datum)]>,
 }
 
 impl Columns {
     /// Every column at its default value.
     pub fn defaults(layout: Arc<RowLayout>) -> Columns {
-        let values = layout.defaults.clone();
-        Columns { layout, values }
+        Columns { layout, set: Box::new([]) }
     }
 
     pub fn layout(&self) -> &Arc<RowLayout> {
         &self.layout
     }
 
-    pub fn get(&self, name: &str) -> Option<&Datum> {
-        self.layout.index_of(name).map(|i| &self.values[i])
+    fn find(&self, i: usize) -> std::result::Result<usize, usize> {
+        self.set.binary_search_by_key(&(i as u32), |(j, _)| *j)
     }
 
-    pub fn get_mut(&mut self, name: &str) -> Option<&mut Datum> {
-        self.layout.index_of(name).map(|i| &mut self.values[i])
+    pub fn get(&self, name: &str) -> Option<&Datum> {
+        self.layout.index_of(name).map(|i| self.at(i))
     }
 
     pub fn contains_key(&self, name: &str) -> bool {
@@ -113,19 +116,44 @@ impl Columns {
     /// The value at position `i`: of [`RowLayout::index_of`], or of the
     /// column in the table schema's `columns` (the same order).
     pub fn at(&self, i: usize) -> &Datum {
-        &self.values[i]
+        match self.find(i) {
+            Ok(k) => &self.set[k].1,
+            Err(_) => &self.layout.defaults[i],
+        }
     }
 
     /// Whether the value at position `i` is the column's default.
     pub fn is_default_at(&self, i: usize) -> bool {
-        self.values[i] == self.layout.defaults[i]
+        self.find(i).is_err()
+    }
+
+    /// Sets the value at position `i`, returning the old one.
+    pub fn set_at(&mut self, i: usize, d: Datum) -> Datum {
+        let is_default = d == self.layout.defaults[i];
+        match self.find(i) {
+            Ok(k) if is_default => {
+                let mut v = std::mem::take(&mut self.set).into_vec();
+                let (_, old) = v.remove(k);
+                self.set = v.into_boxed_slice();
+                old
+            }
+            Ok(k) => std::mem::replace(&mut self.set[k].1, d),
+            Err(_) if is_default => d,
+            Err(k) => {
+                let mut v = Vec::with_capacity(self.set.len() + 1);
+                v.extend(std::mem::take(&mut self.set).into_vec());
+                v.insert(k, (i as u32, d));
+                self.set = v.into_boxed_slice();
+                self.layout.defaults[i].clone()
+            }
+        }
     }
 
     /// Replaces a column's value, returning the old one. A name the table
     /// does not have is refused: the value comes back as `Err`.
     pub fn insert(&mut self, name: impl AsRef<str>, d: Datum) -> std::result::Result<Datum, Datum> {
         match self.layout.index_of(name.as_ref()) {
-            Some(i) => Ok(std::mem::replace(&mut self.values[i], d)),
+            Some(i) => Ok(self.set_at(i, d)),
             None => Err(d),
         }
     }
@@ -138,15 +166,15 @@ impl Columns {
     }
 
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.layout.names.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.layout.names.is_empty()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Datum)> {
-        self.layout.names.iter().zip(self.values.iter())
+        self.layout.names.iter().enumerate().map(|(i, n)| (n, self.at(i)))
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &String> {
@@ -154,14 +182,17 @@ impl Columns {
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Datum> {
-        self.values.iter()
+        (0..self.len()).map(|i| self.at(i))
     }
 }
 
 impl PartialEq for Columns {
     fn eq(&self, other: &Self) -> bool {
-        (Arc::ptr_eq(&self.layout, &other.layout) || self.layout.names == other.layout.names)
-            && self.values == other.values
+        if Arc::ptr_eq(&self.layout, &other.layout) || *self.layout == *other.layout {
+            self.set == other.set
+        } else {
+            self.iter().eq(other.iter())
+        }
     }
 }
 
