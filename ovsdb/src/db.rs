@@ -20,6 +20,7 @@ use crate::{
     atom::{Atom, AtomicType, Symbols, parse_uuid},
     datum::Datum,
     error::{OvsdbError, Result},
+    json_text,
     schema::{ColumnSchema, DatabaseSchema, TableSchema},
     types::{BaseType, RefType, Type, UNLIMITED},
 };
@@ -394,6 +395,89 @@ impl Commit {
             }
         }
         Value::Object(out)
+    }
+}
+
+impl Commit {
+    /// The file-format record of [`Commit::to_log_json`] with OVS's
+    /// annotations (`_comment` if given, `_date`), as JSON text: exactly the
+    /// bytes serde_json gives for that record, written directly. None if
+    /// there is nothing to write (only ephemeral columns changed).
+    pub fn log_record_text(&self, comment: Option<&str>, date_ms: i64) -> Option<Vec<u8>> {
+        // Members of the record object, each (name, JSON text); serde_json
+        // writes an object's members sorted by name, annotations included.
+        let mut members: Vec<(&str, Vec<u8>)> = Vec::new();
+        for (tname, rows) in &self.tables {
+            let Some(ts) = self.schema.tables.get(tname) else { continue };
+            let mut t = Vec::new();
+            for (uuid, ch) in rows {
+                let mark = t.len();
+                t.push(if mark == 0 { b'{' } else { b',' });
+                json_text::write_uuid_str(&mut t, uuid);
+                t.push(b':');
+                match (&ch.old, &ch.new) {
+                    (None, None) => {
+                        t.truncate(mark);
+                        continue;
+                    }
+                    (_, None) => t.extend_from_slice(b"null"),
+                    (old, Some(new)) => {
+                        let mut first = true;
+                        t.push(b'{');
+                        for (i, c) in ts.columns.values().enumerate() {
+                            let d = new.columns.at(i);
+                            let write = !c.ephemeral
+                                && match old {
+                                    None => !new.columns.is_default_at(i),
+                                    Some(old) => old.columns.at(i) != d,
+                                };
+                            if !write {
+                                continue;
+                            }
+                            if !first {
+                                t.push(b',');
+                            }
+                            first = false;
+                            json_text::write_str(&mut t, &c.name);
+                            t.push(b':');
+                            json_text::write_datum(&mut t, d);
+                        }
+                        if first && old.is_some() {
+                            // A modification of ephemeral columns only.
+                            t.truncate(mark);
+                            continue;
+                        }
+                        t.push(b'}');
+                    }
+                }
+            }
+            if !t.is_empty() {
+                t.push(b'}');
+                members.push((tname, t));
+            }
+        }
+        if members.is_empty() {
+            return None;
+        }
+        if let Some(c) = comment {
+            let mut v = Vec::new();
+            json_text::write_str(&mut v, c);
+            members.push((crate::log::TXN_COMMENT, v));
+        }
+        members.push((crate::log::TXN_DATE, date_ms.to_string().into_bytes()));
+        members.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out = Vec::with_capacity(members.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>() + 2);
+        out.push(b'{');
+        for (i, (name, v)) in members.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_text::write_str(&mut out, name);
+            out.push(b':');
+            out.extend_from_slice(v);
+        }
+        out.push(b'}');
+        Some(out)
     }
 }
 
@@ -927,6 +1011,67 @@ pub(crate) mod tests {
         assert!(db.apply_log_record(&json!({"Small": {Uuid::new_v4().to_string(): null}})).is_err());
         db.apply_log_record(&json!({"Small": {u.to_string(): null}})).unwrap();
         assert!(db.get("Small", &u).is_none());
+    }
+
+    #[test]
+    fn log_record_text_is_the_serialized_record() {
+        let schema = test_schema();
+        let mut db = Database::new(schema.clone());
+        let (a, b, k) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        db.apply_log_record(&json!({"Root": {a.to_string(): {"name": "a", "n": 3}}, "Kid": {k.to_string(): {}}}))
+            .unwrap();
+        let old = db.get("Root", &a).unwrap().clone();
+        let mut new = old.clone();
+        new.columns.insert("name", Datum::scalar(Atom::string("quote\" é"))).unwrap();
+        new.columns.insert("eph", Datum::scalar(Atom::string("not written"))).unwrap();
+        new.columns.insert("r", Datum::scalar(Atom::Real(2.5))).unwrap();
+        let mut eph_only = old.clone();
+        eph_only.columns.insert("eph", Datum::scalar(Atom::string("x"))).unwrap();
+        let mut ins = Row::new_default(&schema.tables["Root"], b, Uuid::new_v4());
+        let m = datum_from_json(&schema.tables["Root"].columns["m"].type_, &json!(["map", [["k", "v"]]]), None);
+        ins.columns.insert("m", m.unwrap()).unwrap();
+        ins.columns.insert("ints", Datum { keys: vec![Atom::Integer(1), Atom::Integer(2)], values: None }).unwrap();
+        let kid = db.get("Kid", &k).unwrap().clone();
+        let mut c = Commit::new(schema.clone());
+        let root = c.tables.entry("Root".into()).or_default();
+        root.insert(a, RowChange { old: Some(old.clone()), new: Some(new) });
+        root.insert(b, RowChange { old: None, new: Some(ins) });
+        c.tables.entry("Kid".into()).or_default().insert(k, RowChange { old: Some(kid), new: None });
+        for comment in [None, Some("why \"so\"")] {
+            let mut rec = c.to_log_json();
+            crate::log::annotate_txn(rec.as_object_mut().unwrap(), comment, false, 1234);
+            let text = c.log_record_text(comment, 1234).unwrap();
+            assert_eq!(String::from_utf8(text).unwrap(), serde_json::to_string(&rec).unwrap());
+        }
+        // Only an ephemeral column changed: nothing to write.
+        let mut c = Commit::new(schema.clone());
+        c.tables.entry("Root".into()).or_default().insert(a, RowChange { old: Some(old), new: Some(eph_only) });
+        assert_eq!(c.to_log_json(), json!({}));
+        assert!(c.log_record_text(None, 1).is_none());
+    }
+
+    #[test]
+    fn columns_keep_only_values_off_their_defaults() {
+        let schema = test_schema();
+        let ts = &schema.tables["Root"];
+        let mut r = Row::new_default(ts, Uuid::new_v4(), Uuid::new_v4());
+        let fresh = r.clone();
+        let n = r.columns.layout().index_of("n").unwrap();
+        assert!(r.columns.is_default_at(n));
+        assert_eq!(r.columns["n"], Datum::scalar(Atom::Integer(0)));
+        assert_eq!(r.columns.insert("n", Datum::scalar(Atom::Integer(7))).unwrap(), Datum::scalar(Atom::Integer(0)));
+        assert!(!r.columns.is_default_at(n));
+        assert_ne!(r, fresh);
+        // Back to the default: stored as nothing again, equal to a fresh row.
+        r.columns.insert("n", Datum::scalar(Atom::Integer(0))).unwrap();
+        assert!(r.columns.is_default_at(n));
+        assert_eq!(r.columns, fresh.columns);
+        assert!(r.columns.insert("nope", Datum::empty_set()).is_err());
+        assert_eq!(r.columns.iter().count(), ts.columns.len());
+        assert!(r.columns.keys().map(String::as_str).eq(ts.columns.keys().map(String::as_str)));
+        // Tables with the same columns share one layout.
+        let again = Row::new_default(&test_schema().tables["Root"], Uuid::new_v4(), Uuid::new_v4());
+        assert!(Arc::ptr_eq(again.columns.layout(), r.columns.layout()));
     }
 
     #[test]

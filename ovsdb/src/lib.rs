@@ -8,6 +8,7 @@ pub mod condition;
 pub mod datum;
 pub mod db;
 pub mod error;
+pub mod json_text;
 pub mod jsonrpc;
 pub mod log;
 pub mod monitor;

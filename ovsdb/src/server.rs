@@ -262,14 +262,10 @@ impl Core {
     /// Appends the commit to the log (synced later, before any reply goes out).
     fn store(inst: &mut DbInstance, commit: &Commit, comment: Option<&str>) -> Result<(), String> {
         let Some(log) = inst.log.as_mut() else { return Ok(()) };
-        let mut rec = commit.to_log_json();
-        if rec.as_object().is_some_and(|o| o.is_empty()) {
+        let Some(rec) = commit.log_record_text(comment, now_ms()) else {
             return Ok(()); // only ephemeral columns changed
-        }
-        if let Some(o) = rec.as_object_mut() {
-            annotate_txn(o, comment, false, now_ms());
-        }
-        log.append(&rec).map_err(|e| e.to_string())?;
+        };
+        log.append_text(&rec).map_err(|e| e.to_string())?;
         inst.dirty = true;
         Ok(())
     }
