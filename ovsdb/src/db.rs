@@ -553,9 +553,10 @@ impl Database {
                 }
             }
         }
-        let refs = outgoing_refs(&t.schema, &row);
-        for r in refs {
-            let Some(target) = self.tables.get_mut(&r.table) else { continue };
+        let schema = self.schema.clone();
+        let Some(ts) = schema.tables.get(tname) else { return };
+        for r in outgoing_refs(ts, &row) {
+            let Some(target) = self.tables.get_mut(r.table) else { continue };
             let Some(inc) = target.incoming.get_mut(&r.uuid) else { continue };
             match r.kind {
                 RefType::Strong => inc.strong = inc.strong.saturating_sub(1),
@@ -584,11 +585,15 @@ impl Database {
                 set.insert(at, row.uuid);
             }
         }
-        let refs = outgoing_refs(&t.schema, &row);
+        let schema = self.schema.clone();
+        let refs = match schema.tables.get(tname) {
+            Some(ts) => outgoing_refs(ts, &row),
+            None => Vec::new(),
+        };
         let uuid = row.uuid;
         t.rows.insert(uuid, row);
         for r in refs {
-            let Some(target) = self.tables.get_mut(&r.table) else { continue };
+            let Some(target) = self.tables.get_mut(r.table) else { continue };
             let inc = target.incoming.entry(r.uuid).or_default();
             match r.kind {
                 RefType::Strong => inc.strong += 1,
@@ -852,8 +857,9 @@ pub(crate) fn is_weak_ref(b: &BaseType) -> bool {
 
 /// One reference atom in a row.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct RefAtom {
-    pub table: String,
+pub(crate) struct RefAtom<'t> {
+    /// The target table (borrowed from the column's type: no copy per atom).
+    pub table: &'t str,
     pub uuid: Uuid,
     pub kind: RefType,
 }
@@ -861,9 +867,9 @@ pub(crate) struct RefAtom {
 /// The references held by `d` (a value of a column of type `t`) from row
 /// `src` of table `src_table`. Self-references are left out, as OVS does:
 /// they neither keep a row alive nor need cleaning up.
-pub(crate) fn datum_refs(src_table: &str, src: &Uuid, t: &Type, d: &Datum) -> Vec<RefAtom> {
+pub(crate) fn datum_refs<'t>(src_table: &str, src: &Uuid, t: &'t Type, d: &Datum) -> Vec<RefAtom<'t>> {
     let mut out = Vec::new();
-    let mut add = |b: &BaseType, atoms: &[Atom]| {
+    let mut add = |b: &'t BaseType, atoms: &[Atom]| {
         let Some(rt) = &b.ref_table else { return };
         if b.atype != AtomicType::Uuid {
             return;
@@ -872,7 +878,7 @@ pub(crate) fn datum_refs(src_table: &str, src: &Uuid, t: &Type, d: &Datum) -> Ve
             if let Atom::Uuid(u) = a
                 && !(rt == src_table && u == src)
             {
-                out.push(RefAtom { table: rt.clone(), uuid: *u, kind: b.ref_type });
+                out.push(RefAtom { table: rt, uuid: *u, kind: b.ref_type });
             }
         }
     };
@@ -884,7 +890,7 @@ pub(crate) fn datum_refs(src_table: &str, src: &Uuid, t: &Type, d: &Datum) -> Ve
 }
 
 /// Every reference a row holds.
-pub(crate) fn outgoing_refs(ts: &TableSchema, row: &Row) -> Vec<RefAtom> {
+pub(crate) fn outgoing_refs<'t>(ts: &'t TableSchema, row: &Row) -> Vec<RefAtom<'t>> {
     let mut out = Vec::new();
     for (i, c) in ts.columns.values().enumerate() {
         if c.type_.key.ref_table.is_none() && c.type_.value.as_ref().is_none_or(|v| v.ref_table.is_none()) {

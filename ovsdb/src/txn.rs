@@ -733,8 +733,9 @@ fn project(r: &Row, columns: &[String]) -> Vec<Option<Datum>> {
 // ---------------------------------------------------------------------------
 // Commit-time processing, in OVS's order (ovsdb_txn_precommit).
 
-/// Net change, per (table, row), of the strong references to it.
-type RefDelta = HashMap<(String, Uuid), i64>;
+/// Net change, per (table, row), of the strong references to it. Table
+/// names are borrowed from the schema.
+type RefDelta<'a> = HashMap<(&'a str, Uuid), i64>;
 
 impl<'a> Exec<'a, '_> {
     fn precommit(mut self) -> Result<Commit> {
@@ -767,14 +768,15 @@ impl<'a> Exec<'a, '_> {
     }
 
     fn refs_now(&self, delta: &RefDelta, table: &str, uuid: &Uuid) -> i64 {
-        self.strong_refs_in_db(table, uuid) + delta.get(&(table.to_string(), *uuid)).copied().unwrap_or(0)
+        self.strong_refs_in_db(table, uuid) + delta.get(&(table, *uuid)).copied().unwrap_or(0)
     }
 
     /// Counts strong references added and removed; an added one must point
     /// at a row that exists (or existed: then deleting it fails below).
-    fn count_strong_refs(&self, delta: &mut RefDelta) -> Result<()> {
+    fn count_strong_refs(&self, delta: &mut RefDelta<'a>) -> Result<()> {
+        let schema: &'a crate::schema::DatabaseSchema = &self.db.schema;
         for (tname, rows) in &self.changes {
-            let Some(ts) = self.db.schema.tables.get(tname) else { continue };
+            let Some(ts) = schema.tables.get(tname) else { continue };
             for (uuid, ch) in rows {
                 for (i, c) in ts.columns.values().enumerate() {
                     if !is_strong_ref(&c.type_.key) && !c.type_.value.as_ref().is_some_and(is_strong_ref) {
@@ -833,30 +835,32 @@ impl<'a> Exec<'a, '_> {
     /// Deletes rows of non-root tables that nothing refers to any more,
     /// among the rows the transaction touched or changed references to, and
     /// then whatever only they referred to.
-    fn collect_garbage(&mut self, delta: &mut RefDelta) {
-        let mut work: VecDeque<(String, Uuid)> = VecDeque::new();
-        let mut seeds: BTreeSet<(String, Uuid)> = BTreeSet::new();
+    fn collect_garbage(&mut self, delta: &mut RefDelta<'a>) {
+        let schema: &'a crate::schema::DatabaseSchema = &self.db.schema;
+        let mut work: VecDeque<(&'a str, Uuid)> = VecDeque::new();
+        // Rows of root tables are never garbage: only the others are seeds.
+        let mut seeds: BTreeSet<(&'a str, Uuid)> = BTreeSet::new();
         for (t, rows) in &self.changes {
-            seeds.extend(rows.iter().filter(|(_, c)| c.new.is_some()).map(|(u, _)| (t.clone(), *u)));
+            let Some((t, _)) = schema.tables.get_key_value(t).filter(|(_, ts)| !ts.is_root) else { continue };
+            seeds.extend(rows.iter().filter(|(_, c)| c.new.is_some()).map(|(u, _)| (t.as_str(), *u)));
         }
-        seeds.extend(delta.keys().cloned());
+        seeds.extend(delta.keys().copied());
         work.extend(seeds);
         while let Some((t, u)) = work.pop_front() {
-            let root = self.db.schema.tables.get(&t).is_none_or(|ts| ts.is_root);
-            if root || self.refs_now(delta, &t, &u) > 0 {
+            let root = schema.tables.get(t).is_none_or(|ts| ts.is_root);
+            if root || self.refs_now(delta, t, &u) > 0 {
                 continue;
             }
-            let (Some(row), Some(ts)) = (self.get(&t, &u).cloned(), self.db.schema.tables.get(&t)) else { continue };
-            self.delete_row(&t, &u);
-            for c in ts.columns.values() {
-                let Some(d) = row.columns.get(&c.name) else { continue };
-                for r in datum_refs(&t, &u, &c.type_, d) {
+            let (Some(row), Some(ts)) = (self.get(t, &u).cloned(), schema.tables.get(t)) else { continue };
+            self.delete_row(t, &u);
+            for (i, c) in ts.columns.values().enumerate() {
+                for r in datum_refs(t, &u, &c.type_, row.columns.at(i)) {
                     if r.kind != RefType::Strong {
                         continue;
                     }
                     let key = (r.table, r.uuid);
-                    *delta.entry(key.clone()).or_default() -= 1;
-                    if self.refs_now(delta, &key.0, &key.1) <= 0 {
+                    *delta.entry(key).or_default() -= 1;
+                    if self.refs_now(delta, key.0, &key.1) <= 0 {
                         work.push_back(key);
                     }
                 }
