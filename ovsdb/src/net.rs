@@ -314,7 +314,7 @@ async fn core_loop(mut core: Core, mut rx: mpsc::Receiver<Event>, listeners: &mu
         }
         for (id, m) in core.take_outbox() {
             if let Some((q, _)) = queues.get(&id)
-                && let Err(e) = q.send(&m)
+                && let Err(e) = q.send_bytes(m.into_bytes())
             {
                 vlog::warn("jsonrpc", &format!("session {id}: {e}, dropping"));
                 if let Some((q, kill)) = queues.remove(&id) {

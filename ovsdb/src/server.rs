@@ -73,7 +73,44 @@ pub struct Core {
     /// Lock name → sessions, the owner first.
     locks: BTreeMap<String, VecDeque<SessionId>>,
     parked: Vec<Parked>,
-    outbox: Vec<(SessionId, Message)>,
+    outbox: Vec<(SessionId, Outgoing)>,
+}
+
+/// What the core queues for a session, in order.
+#[derive(Debug)]
+pub enum Outgoing {
+    Message(Message),
+    /// A message already serialized (monitor updates: the update is
+    /// serialized once per commit however many sessions get it).
+    Text(Vec<u8>),
+}
+
+impl Outgoing {
+    /// The message's bytes on the wire.
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Outgoing::Message(m) => m.to_bytes(),
+            Outgoing::Text(t) => t,
+        }
+    }
+}
+
+/// The bytes of `Message::notification(method, [mid, (txn_id,) update])`,
+/// with `update` already serialized.
+fn update_notification_text(method: &str, mid: &Value, txn_id: Option<&str>, update: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(update.len() + 64);
+    out.extend_from_slice(b"{\"method\":");
+    crate::json_text::write_str(&mut out, method);
+    out.extend_from_slice(b",\"params\":[");
+    let _ = serde_json::to_writer(&mut out, mid);
+    if let Some(t) = txn_id {
+        out.push(b',');
+        crate::json_text::write_str(&mut out, t);
+    }
+    out.push(b',');
+    out.extend_from_slice(update);
+    out.extend_from_slice(b"],\"id\":null}");
+    out
 }
 
 fn err_json(e: &OvsdbError) -> Value {
@@ -137,12 +174,12 @@ impl Core {
         }
     }
 
-    pub fn take_outbox(&mut self) -> Vec<(SessionId, Message)> {
+    pub fn take_outbox(&mut self) -> Vec<(SessionId, Outgoing)> {
         std::mem::take(&mut self.outbox)
     }
 
     fn send(&mut self, to: SessionId, m: Message) {
-        self.outbox.push((to, m));
+        self.outbox.push((to, Outgoing::Message(m)));
     }
 
     /// Syncs every log written since the last call. A failure is fatal for
@@ -274,22 +311,29 @@ impl Core {
     fn committed(&mut self, db: &str, commit: Commit) {
         // Standalone databases report the zero transaction id, as OVS's do.
         let txn_id = Uuid::nil();
-        // Monitor updates, in session order.
+        let txn_id = txn_id.to_string();
+        // Monitor updates, in session order. Monitors asking for the same
+        // thing get the same update: each distinct one is serialized once.
         let mut updates = Vec::new();
+        let mut serialized: Vec<(Value, Vec<u8>)> = Vec::new();
         for (sid, s) in &self.sessions {
             for (mdb, mid_json, m) in s.monitors.values() {
                 if mdb != db {
                     continue;
                 }
                 if let Some(u) = m.update(&commit) {
-                    let note = match m.version() {
-                        MonitorVersion::V1 => Message::notification("update", vec![mid_json.clone(), u]),
-                        MonitorVersion::V2 => Message::notification("update2", vec![mid_json.clone(), u]),
-                        MonitorVersion::V3 => {
-                            Message::notification("update3", vec![mid_json.clone(), json!(txn_id.to_string()), u])
+                    let i = match serialized.iter().position(|(v, _)| *v == u) {
+                        Some(i) => i,
+                        None => {
+                            let text = serde_json::to_vec(&u).expect("serializing a Value cannot fail");
+                            serialized.push((u, text));
+                            serialized.len() - 1
                         }
                     };
-                    updates.push((*sid, note));
+                    let v = m.version();
+                    let txn = (v == MonitorVersion::V3).then_some(txn_id.as_str());
+                    let text = update_notification_text(v.notification(), mid_json, txn, &serialized[i].1);
+                    updates.push((*sid, Outgoing::Text(text)));
                 }
             }
         }
@@ -559,4 +603,22 @@ pub fn replay(path: &Path, records: &[Value]) -> Result<(Database, usize), Strin
         db.apply_log_record(r).map_err(|e| format!("{}: record {}: {e}", path.display(), i + 2))?;
     }
     Ok((db, records.len() - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_notifications_serialize_as_messages_do() {
+        let update = json!({"Item": {"0c7e6a43-2f1d-4a55-9a7b-11aa22bb33cc": {"insert": {"name": "a \"b\"", "n": 1}}}});
+        let text = serde_json::to_vec(&update).unwrap();
+        for mid in [json!("m0"), json!(["a", 1]), Value::Null] {
+            let m = Message::notification("update2", vec![mid.clone(), update.clone()]);
+            assert_eq!(update_notification_text("update2", &mid, None, &text), m.to_bytes());
+            let t = Uuid::nil().to_string();
+            let m = Message::notification("update3", vec![mid.clone(), json!(t), update.clone()]);
+            assert_eq!(update_notification_text("update3", &mid, Some(&t), &text), m.to_bytes());
+        }
+    }
 }
