@@ -158,7 +158,7 @@ fn listen(remote: &str, tx: mpsc::Sender<Event>) -> Result<JoinHandle<()>, Strin
 /// sends what the core queues, within a backlog bound.
 async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, tx: mpsc::Sender<Event>, probe: bool) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let (mut reader, queue, writer) = Connection::new(stream).into_queued(BacklogLimits::default());
+    let (mut reader, queue, writer) = Connection::new(stream).into_queued_direct(BacklogLimits::default());
     let (kill_tx, mut kill_rx) = oneshot::channel();
     if tx.send(Event::Open(id, queue.clone(), kill_tx)).await.is_err() {
         return;
