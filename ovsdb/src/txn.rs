@@ -792,7 +792,7 @@ impl<'a> Exec<'a, '_> {
                         if r.kind != RefType::Strong {
                             continue;
                         }
-                        if !self.known(&r.table, &r.uuid) {
+                        if !self.known(r.table, &r.uuid) {
                             return Err(OvsdbError::new(
                                 "referential integrity violation",
                                 format!(
