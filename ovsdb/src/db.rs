@@ -322,6 +322,18 @@ impl Table {
         cols.iter().map(|c| row.columns.get(c).cloned().unwrap_or_else(Datum::empty_set)).collect()
     }
 
+    /// [`Table::index_key`], borrowed from the row when the index has one
+    /// column (the usual case: no copy to look a row up).
+    pub fn index_key_ref<'r>(&self, i: usize, row: &'r Row) -> Cow<'r, [Datum]> {
+        match self.schema.indexes.get(i).map(Vec::as_slice) {
+            Some([c]) => match row.columns.get(c) {
+                Some(d) => Cow::Borrowed(std::slice::from_ref(d)),
+                None => Cow::Owned(vec![Datum::empty_set()]),
+            },
+            _ => Cow::Owned(self.index_key(i, row)),
+        }
+    }
+
     /// Rows whose index `i` columns have the values `key`.
     pub fn index_lookup(&self, i: usize, key: &[Datum]) -> impl Iterator<Item = &Uuid> {
         self.indexes.get(i).and_then(|m| m.get(key)).into_iter().flatten()
@@ -545,11 +557,11 @@ impl Database {
         let Some(t) = self.tables.get_mut(tname) else { return };
         let Some(row) = t.rows.remove(uuid) else { return };
         for i in 0..t.indexes.len() {
-            let key = t.index_key(i, &row);
-            if let Some(set) = t.indexes[i].get_mut(&key) {
+            let key = t.index_key_ref(i, &row);
+            if let Some(set) = t.indexes[i].get_mut(&*key) {
                 set.retain(|u| u != uuid);
                 if set.is_empty() {
-                    t.indexes[i].remove(&key);
+                    t.indexes[i].remove(&*key);
                 }
             }
         }
@@ -579,10 +591,17 @@ impl Database {
     fn add_row(&mut self, tname: &str, row: Row) {
         let Some(t) = self.tables.get_mut(tname) else { return };
         for i in 0..t.indexes.len() {
-            let key = t.index_key(i, &row);
-            let set = t.indexes[i].entry(key).or_default();
-            if let Err(at) = set.binary_search(&row.uuid) {
-                set.insert(at, row.uuid);
+            let key = t.index_key_ref(i, &row);
+            match t.indexes[i].get_mut(&*key) {
+                Some(set) => {
+                    if let Err(at) = set.binary_search(&row.uuid) {
+                        set.insert(at, row.uuid);
+                    }
+                }
+                None => {
+                    let key = key.into_owned();
+                    t.indexes[i].insert(key, vec![row.uuid]);
+                }
             }
         }
         let schema = self.schema.clone();

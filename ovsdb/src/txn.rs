@@ -164,7 +164,7 @@ pub fn execute(db: &Database, ops: &[Value], ctx: &TxnContext) -> TxnOutcome {
 /// refer to rows inserted later in the same transaction (OVS allows this
 /// forward reference; IDL clients rely on it).
 fn prescan_uuid_names(ops: &[Value]) -> Symbols {
-    let mut symbols = Symbols::new();
+    let mut symbols = Symbols::with_capacity(ops.len());
     for op in ops {
         let Some(o) = op.as_object() else { continue };
         if o.get("op").and_then(Value::as_str) != Some("insert") {
@@ -991,10 +991,10 @@ impl<'a> Exec<'a, '_> {
             let Some(table) = self.db.table(tname) else { continue };
             let ts = &table.schema;
             for (i, index) in ts.indexes.iter().enumerate() {
-                let mut seen: HashMap<Vec<Datum>, &Row> = HashMap::new();
+                let mut seen: HashMap<std::borrow::Cow<[Datum]>, &Row> = HashMap::new();
                 for ch in rows.values() {
                     let Some(row) = &ch.new else { continue };
-                    let key = table.index_key(i, row);
+                    let key = table.index_key_ref(i, row);
                     if let Some(other) = seen.get(&key) {
                         return Err(self.duplicate_index_error(ts, index, other, row));
                     }
