@@ -84,12 +84,13 @@ pub enum TxnOutcome {
 /// Runs the operations `ops` (the "transact" params after the database
 /// name) against `db`.
 pub fn execute(db: &Database, ops: &[Value], ctx: &TxnContext) -> TxnOutcome {
+    let symbols = prescan_uuid_names(ops);
     let mut x = Exec {
         db,
         ctx,
         changes: BTreeMap::new(),
-        symbols: prescan_uuid_names(ops),
-        created: HashSet::new(),
+        created: HashSet::with_capacity(symbols.len()),
+        symbols,
         durable: false,
         comments: Vec::new(),
         timeout_ms: None,
@@ -486,8 +487,16 @@ impl<'a> Exec<'a, '_> {
         let o = v.as_object().ok_or_else(|| OvsdbError::syntax("row must be JSON object"))?;
         let mut out = Vec::with_capacity(o.len());
         for (cname, cv) in o {
-            let col = ts.column(cname).ok_or_else(|| unknown_column(cname, &ts.name))?;
-            out.push((cname.clone(), datum_from_json(&col.type_, cv, Some(&self.symbols))?));
+            // User columns by reference (`TableSchema::column` copies, for
+            // the implicit ones).
+            let d = match ts.columns.get(cname) {
+                Some(col) => datum_from_json(&col.type_, cv, Some(&self.symbols))?,
+                None => {
+                    let col = ts.column(cname).ok_or_else(|| unknown_column(cname, &ts.name))?;
+                    datum_from_json(&col.type_, cv, Some(&self.symbols))?
+                }
+            };
+            out.push((cname.clone(), d));
         }
         Ok(out)
     }
