@@ -1102,20 +1102,24 @@ impl<'a> Exec<'a, '_> {
     fn into_commit(self) -> Commit {
         let mut commit = Commit::new(self.db.schema.clone());
         for (tname, rows) in self.changes {
-            let mut out = BTreeMap::new();
-            for (uuid, ch) in rows {
-                let old = ch.old.cloned();
-                let new = match (ch.new, &old) {
-                    (Some(n), Some(o)) if n.columns == o.columns => continue,
-                    (Some(mut n), Some(_)) => {
-                        n.version = Uuid::new_v4();
-                        Some(n)
-                    }
-                    (None, None) => continue,
-                    (n, _) => n,
-                };
-                out.insert(uuid, RowChange { old, new });
-            }
+            // Collected in uuid order: the map is built densely, not by
+            // inserts.
+            let out: BTreeMap<Uuid, RowChange> = rows
+                .into_iter()
+                .filter_map(|(uuid, ch)| {
+                    let old = ch.old.cloned();
+                    let new = match (ch.new, &old) {
+                        (Some(n), Some(o)) if n.columns == o.columns => return None,
+                        (Some(mut n), Some(_)) => {
+                            n.version = Uuid::new_v4();
+                            Some(n)
+                        }
+                        (None, None) => return None,
+                        (n, _) => n,
+                    };
+                    Some((uuid, RowChange { old, new }))
+                })
+                .collect();
             if !out.is_empty() {
                 commit.tables.insert(tname, out);
             }
