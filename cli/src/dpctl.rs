@@ -190,10 +190,9 @@ fn run(args: Vec<String>) -> Result<(), Fail> {
             let now = monotonic_ns();
             for f in dp.flow_dump()? {
                 if let Some(flt) = &filter
-                    && !filter_matches(flt, &f)
-                {
-                    continue;
-                }
+                    && !filter_matches(flt, &f) {
+                        continue;
+                    }
                 println!("{}", format_dp_flow(&f, now));
             }
             Ok(())

@@ -472,10 +472,9 @@ impl EbpfDatapath {
         for hook in ["xdp", "tc"] {
             let p = self.link_path(hook, ifindex);
             if let Ok(l) = PinnedLink::from_pin(&p)
-                && let Ok(fd) = l.unpin()
-            {
-                let _ = fd.detach();
-            }
+                && let Ok(fd) = l.unpin() {
+                    let _ = fd.detach();
+                }
             let _ = fs::remove_file(&p);
         }
     }
