@@ -9,7 +9,7 @@
 use std::{
     borrow::Cow,
     cmp::Ordering,
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
 };
 
@@ -20,6 +20,7 @@ use crate::{
     atom::{Atom, AtomicType, Symbols, parse_uuid},
     datum::Datum,
     error::{OvsdbError, Result},
+    json_text,
     schema::{ColumnSchema, DatabaseSchema, TableSchema},
     types::{BaseType, RefType, Type, UNLIMITED},
 };
@@ -30,14 +31,196 @@ use crate::{
 pub struct Row {
     pub uuid: Uuid,
     pub version: Uuid,
-    pub columns: BTreeMap<String, Datum>,
+    pub columns: Columns,
+}
+
+/// What all rows of one table share: their column names (sorted, the order
+/// of the schema's columns) and the default value of each.
+#[derive(Debug, PartialEq)]
+pub struct RowLayout {
+    names: Box<[String]>,
+    types: Box<[Type]>,
+    defaults: Box<[Datum]>,
+}
+
+impl RowLayout {
+    fn new(ts: &TableSchema) -> RowLayout {
+        RowLayout {
+            names: ts.columns.keys().cloned().collect(),
+            types: ts.columns.values().map(|c| c.type_.clone()).collect(),
+            defaults: ts.columns.values().map(|c| Datum::default_for(&c.type_)).collect(),
+        }
+    }
+
+    /// Whether rows of `ts` have this layout: the same columns, of the same
+    /// types (hence defaults), in the same order.
+    fn fits(&self, ts: &TableSchema) -> bool {
+        self.names.len() == ts.columns.len()
+            && self.names.iter().zip(ts.columns.values()).all(|(n, c)| *n == c.name)
+            && self.types.iter().zip(ts.columns.values()).all(|(t, c)| *t == c.type_)
+    }
+
+    /// The position of column `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.names.binary_search_by(|n| n.as_str().cmp(name)).ok()
+    }
+
+    /// The layout of the rows of `ts`. Layouts are shared by every row of
+    /// tables with the same columns (a row's names cost one pointer), so they
+    /// are kept once per distinct table for the life of the process.
+    pub fn of(ts: &TableSchema) -> Arc<RowLayout> {
+        static LAYOUTS: std::sync::Mutex<Vec<(String, Arc<RowLayout>)>> = std::sync::Mutex::new(Vec::new());
+        let mut all = LAYOUTS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, l)) = all.iter().find(|(n, l)| *n == ts.name && l.fits(ts)) {
+            return l.clone();
+        }
+        let l = Arc::new(RowLayout::new(ts));
+        all.push((ts.name.clone(), l.clone()));
+        l
+    }
+}
+
+/// A row's column values, one per column of its table, with map-like access
+/// by column name (in name order, as the schema lists them). Only values
+/// that differ from their column's default are stored (most columns of most
+/// rows hold their default: a vswitch Interface has 35 columns, a handful
+/// set); the others are read from the layout.
+#[derive(Clone)]
+pub struct Columns {
+    layout: Arc<RowLayout>,
+    /// (column position, value), by position; never a default value.
+    set: Box<[(u32, Datum)]>,
+}
+
+impl Columns {
+    /// Every column at its default value.
+    pub fn defaults(layout: Arc<RowLayout>) -> Columns {
+        Columns { layout, set: Box::new([]) }
+    }
+
+    pub fn layout(&self) -> &Arc<RowLayout> {
+        &self.layout
+    }
+
+    fn find(&self, i: usize) -> std::result::Result<usize, usize> {
+        self.set.binary_search_by_key(&(i as u32), |(j, _)| *j)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Datum> {
+        self.layout.index_of(name).map(|i| self.at(i))
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.layout.index_of(name).is_some()
+    }
+
+    /// The value at position `i`: of [`RowLayout::index_of`], or of the
+    /// column in the table schema's `columns` (the same order).
+    pub fn at(&self, i: usize) -> &Datum {
+        match self.find(i) {
+            Ok(k) => &self.set[k].1,
+            Err(_) => &self.layout.defaults[i],
+        }
+    }
+
+    /// Whether the value at position `i` is the column's default.
+    pub fn is_default_at(&self, i: usize) -> bool {
+        self.find(i).is_err()
+    }
+
+    /// Sets the value at position `i`, returning the old one.
+    pub fn set_at(&mut self, i: usize, d: Datum) -> Datum {
+        let is_default = d == self.layout.defaults[i];
+        match self.find(i) {
+            Ok(k) if is_default => {
+                let mut v = std::mem::take(&mut self.set).into_vec();
+                let (_, old) = v.remove(k);
+                self.set = v.into_boxed_slice();
+                old
+            }
+            Ok(k) => std::mem::replace(&mut self.set[k].1, d),
+            Err(_) if is_default => d,
+            Err(k) => {
+                let mut v = Vec::with_capacity(self.set.len() + 1);
+                v.extend(std::mem::take(&mut self.set).into_vec());
+                v.insert(k, (i as u32, d));
+                self.set = v.into_boxed_slice();
+                self.layout.defaults[i].clone()
+            }
+        }
+    }
+
+    /// Replaces a column's value, returning the old one. A name the table
+    /// does not have is refused: the value comes back as `Err`.
+    pub fn insert(&mut self, name: impl AsRef<str>, d: Datum) -> std::result::Result<Datum, Datum> {
+        match self.layout.index_of(name.as_ref()) {
+            Some(i) => Ok(self.set_at(i, d)),
+            None => Err(d),
+        }
+    }
+
+    /// Sets each (known) column; unknown names are skipped.
+    pub fn extend<S: AsRef<str>>(&mut self, it: impl IntoIterator<Item = (S, Datum)>) {
+        for (n, d) in it {
+            let _ = self.insert(n, d);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.layout.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layout.names.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Datum)> {
+        self.layout.names.iter().enumerate().map(|(i, n)| (n, self.at(i)))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.layout.names.iter()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Datum> {
+        (0..self.len()).map(|i| self.at(i))
+    }
+}
+
+impl PartialEq for Columns {
+    fn eq(&self, other: &Self) -> bool {
+        if Arc::ptr_eq(&self.layout, &other.layout) || *self.layout == *other.layout {
+            self.set == other.set
+        } else {
+            self.iter().eq(other.iter())
+        }
+    }
+}
+
+impl std::fmt::Debug for Columns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl std::ops::Index<&str> for Columns {
+    type Output = Datum;
+
+    /// Panics if the table has no such column (as a map does for a missing key).
+    fn index(&self, name: &str) -> &Datum {
+        self.get(name).unwrap_or_else(|| panic!("no column {name}"))
+    }
 }
 
 impl Row {
     /// A row with every column at its default value.
     pub fn new_default(ts: &TableSchema, uuid: Uuid, version: Uuid) -> Row {
-        let columns = ts.columns.values().map(|c| (c.name.clone(), Datum::default_for(&c.type_))).collect();
-        Row { uuid, version, columns }
+        Row { uuid, version, columns: Columns::defaults(RowLayout::of(ts)) }
+    }
+
+    /// A row with every column at its default value, for a layout at hand.
+    pub fn with_layout(layout: &Arc<RowLayout>, uuid: Uuid, version: Uuid) -> Row {
+        Row { uuid, version, columns: Columns::defaults(layout.clone()) }
     }
 
     /// A column's value, the implicit `_uuid` and `_version` included.
@@ -85,18 +268,26 @@ struct Incoming {
 #[derive(Clone, Debug)]
 pub struct Table {
     pub schema: TableSchema,
+    layout: Arc<RowLayout>,
     rows: BTreeMap<Uuid, Row>,
     /// References into rows of this table (keyed by target uuid; the target
     /// need not exist, e.g. after replaying an inconsistent log).
     incoming: HashMap<Uuid, Incoming>,
-    /// One map per schema index: the indexed columns' values → rows.
-    indexes: Vec<HashMap<Vec<Datum>, BTreeSet<Uuid>>>,
+    /// One map per schema index: the indexed columns' values → rows (one
+    /// row, but for a log replayed from an inconsistent file; a vector keeps
+    /// that common case at one small allocation).
+    indexes: Vec<HashMap<Vec<Datum>, Vec<Uuid>>>,
 }
 
 impl Table {
     fn new(schema: TableSchema) -> Table {
         let indexes = schema.indexes.iter().map(|_| HashMap::new()).collect();
-        Table { schema, rows: BTreeMap::new(), incoming: HashMap::new(), indexes }
+        Table { layout: RowLayout::of(&schema), schema, rows: BTreeMap::new(), incoming: HashMap::new(), indexes }
+    }
+
+    /// The layout of this table's rows (positions follow `schema.columns`).
+    pub fn layout(&self) -> &Arc<RowLayout> {
+        &self.layout
     }
 
     pub fn rows(&self) -> &BTreeMap<Uuid, Row> {
@@ -129,6 +320,18 @@ impl Table {
     pub fn index_key(&self, i: usize, row: &Row) -> Vec<Datum> {
         let cols = self.schema.indexes.get(i).map(Vec::as_slice).unwrap_or_default();
         cols.iter().map(|c| row.columns.get(c).cloned().unwrap_or_else(Datum::empty_set)).collect()
+    }
+
+    /// [`Table::index_key`], borrowed from the row when the index has one
+    /// column (the usual case: no copy to look a row up).
+    pub fn index_key_ref<'r>(&self, i: usize, row: &'r Row) -> Cow<'r, [Datum]> {
+        match self.schema.indexes.get(i).map(Vec::as_slice) {
+            Some([c]) => match row.columns.get(c) {
+                Some(d) => Cow::Borrowed(std::slice::from_ref(d)),
+                None => Cow::Owned(vec![Datum::empty_set()]),
+            },
+            _ => Cow::Owned(self.index_key(i, row)),
+        }
     }
 
     /// Rows whose index `i` columns have the values `key`.
@@ -207,15 +410,96 @@ impl Commit {
     }
 }
 
+impl Commit {
+    /// The file-format record of [`Commit::to_log_json`] with OVS's
+    /// annotations (`_comment` if given, `_date`), as JSON text: exactly the
+    /// bytes serde_json gives for that record, written directly. None if
+    /// there is nothing to write (only ephemeral columns changed).
+    pub fn log_record_text(&self, comment: Option<&str>, date_ms: i64) -> Option<Vec<u8>> {
+        // Members of the record object, each (name, JSON text); serde_json
+        // writes an object's members sorted by name, annotations included.
+        let mut members: Vec<(&str, Vec<u8>)> = Vec::new();
+        for (tname, rows) in &self.tables {
+            let Some(ts) = self.schema.tables.get(tname) else { continue };
+            let mut t = Vec::new();
+            for (uuid, ch) in rows {
+                let mark = t.len();
+                t.push(if mark == 0 { b'{' } else { b',' });
+                json_text::write_uuid_str(&mut t, uuid);
+                t.push(b':');
+                match (&ch.old, &ch.new) {
+                    (None, None) => {
+                        t.truncate(mark);
+                        continue;
+                    }
+                    (_, None) => t.extend_from_slice(b"null"),
+                    (old, Some(new)) => {
+                        let mut first = true;
+                        t.push(b'{');
+                        for (i, c) in ts.columns.values().enumerate() {
+                            let d = new.columns.at(i);
+                            let write = !c.ephemeral
+                                && match old {
+                                    None => !new.columns.is_default_at(i),
+                                    Some(old) => old.columns.at(i) != d,
+                                };
+                            if !write {
+                                continue;
+                            }
+                            if !first {
+                                t.push(b',');
+                            }
+                            first = false;
+                            json_text::write_str(&mut t, &c.name);
+                            t.push(b':');
+                            json_text::write_datum(&mut t, d);
+                        }
+                        if first && old.is_some() {
+                            // A modification of ephemeral columns only.
+                            t.truncate(mark);
+                            continue;
+                        }
+                        t.push(b'}');
+                    }
+                }
+            }
+            if !t.is_empty() {
+                t.push(b'}');
+                members.push((tname, t));
+            }
+        }
+        if members.is_empty() {
+            return None;
+        }
+        if let Some(c) = comment {
+            let mut v = Vec::new();
+            json_text::write_str(&mut v, c);
+            members.push((crate::log::TXN_COMMENT, v));
+        }
+        members.push((crate::log::TXN_DATE, date_ms.to_string().into_bytes()));
+        members.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out = Vec::with_capacity(members.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>() + 2);
+        out.push(b'{');
+        for (i, (name, v)) in members.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_text::write_str(&mut out, name);
+            out.push(b':');
+            out.extend_from_slice(v);
+        }
+        out.push(b'}');
+        Some(out)
+    }
+}
+
 /// The persistent columns of a new row that differ from their defaults.
 fn insert_columns_json(ts: &TableSchema, row: &Row) -> Map<String, Value> {
     ts.columns
         .values()
-        .filter(|c| !c.ephemeral)
-        .filter_map(|c| {
-            let d = row.columns.get(&c.name)?;
-            (*d != Datum::default_for(&c.type_)).then(|| (c.name.clone(), d.to_json()))
-        })
+        .enumerate()
+        .filter(|(i, c)| !c.ephemeral && !row.columns.is_default_at(*i))
+        .map(|(i, c)| (c.name.clone(), row.columns.at(i).to_json()))
         .collect()
 }
 
@@ -250,16 +534,20 @@ impl Database {
     /// row has its uuid (its `old` is informational). Tables the schema does
     /// not know are ignored.
     pub fn apply(&mut self, commit: &Commit) {
-        for (tname, rows) in &commit.tables {
-            if !self.tables.contains_key(tname) {
+        self.apply_owned(commit.clone())
+    }
+
+    /// [`Database::apply`], moving the new rows in instead of copying them.
+    pub fn apply_owned(&mut self, commit: Commit) {
+        for (tname, rows) in commit.tables {
+            if !self.tables.contains_key(&tname) {
                 continue;
             }
             for (uuid, ch) in rows {
-                self.remove_row(tname, uuid);
-                if let Some(new) = &ch.new {
-                    let mut row = new.clone();
-                    row.uuid = *uuid;
-                    self.add_row(tname, row);
+                self.remove_row(&tname, &uuid);
+                if let Some(mut row) = ch.new {
+                    row.uuid = uuid;
+                    self.add_row(&tname, row);
                 }
             }
         }
@@ -269,17 +557,18 @@ impl Database {
         let Some(t) = self.tables.get_mut(tname) else { return };
         let Some(row) = t.rows.remove(uuid) else { return };
         for i in 0..t.indexes.len() {
-            let key = t.index_key(i, &row);
-            if let Some(set) = t.indexes[i].get_mut(&key) {
-                set.remove(uuid);
+            let key = t.index_key_ref(i, &row);
+            if let Some(set) = t.indexes[i].get_mut(&*key) {
+                set.retain(|u| u != uuid);
                 if set.is_empty() {
-                    t.indexes[i].remove(&key);
+                    t.indexes[i].remove(&*key);
                 }
             }
         }
-        let refs = outgoing_refs(&t.schema, &row);
-        for r in refs {
-            let Some(target) = self.tables.get_mut(&r.table) else { continue };
+        let schema = self.schema.clone();
+        let Some(ts) = schema.tables.get(tname) else { return };
+        for r in outgoing_refs(ts, &row) {
+            let Some(target) = self.tables.get_mut(r.table) else { continue };
             let Some(inc) = target.incoming.get_mut(&r.uuid) else { continue };
             match r.kind {
                 RefType::Strong => inc.strong = inc.strong.saturating_sub(1),
@@ -302,14 +591,28 @@ impl Database {
     fn add_row(&mut self, tname: &str, row: Row) {
         let Some(t) = self.tables.get_mut(tname) else { return };
         for i in 0..t.indexes.len() {
-            let key = t.index_key(i, &row);
-            t.indexes[i].entry(key).or_default().insert(row.uuid);
+            let key = t.index_key_ref(i, &row);
+            match t.indexes[i].get_mut(&*key) {
+                Some(set) => {
+                    if let Err(at) = set.binary_search(&row.uuid) {
+                        set.insert(at, row.uuid);
+                    }
+                }
+                None => {
+                    let key = key.into_owned();
+                    t.indexes[i].insert(key, vec![row.uuid]);
+                }
+            }
         }
-        let refs = outgoing_refs(&t.schema, &row);
+        let schema = self.schema.clone();
+        let refs = match schema.tables.get(tname) {
+            Some(ts) => outgoing_refs(ts, &row),
+            None => Vec::new(),
+        };
         let uuid = row.uuid;
         t.rows.insert(uuid, row);
         for r in refs {
-            let Some(target) = self.tables.get_mut(&r.table) else { continue };
+            let Some(target) = self.tables.get_mut(r.table) else { continue };
             let inc = target.incoming.entry(r.uuid).or_default();
             match r.kind {
                 RefType::Strong => inc.strong += 1,
@@ -372,7 +675,7 @@ impl Database {
                         RowChange { old: Some(old.clone()), new: Some(new) }
                     }
                     (_, None) => {
-                        let mut new = Row::new_default(&t.schema, uuid, Uuid::new_v4());
+                        let mut new = Row::with_layout(&t.layout, uuid, Uuid::new_v4());
                         update_row_from_log(&t.schema, &mut new, rv, false)?;
                         RowChange { old: None, new: Some(new) }
                     }
@@ -408,7 +711,8 @@ fn update_row_from_log(ts: &TableSchema, row: &mut Row, v: &Value, is_diff: bool
         } else {
             datum_from_json(&col.type_, cv, None)?
         };
-        row.columns.insert(cname.clone(), d);
+        // `col` comes from the schema: the row has the column.
+        let _ = row.columns.insert(cname, d);
     }
     Ok(())
 }
@@ -572,8 +876,9 @@ pub(crate) fn is_weak_ref(b: &BaseType) -> bool {
 
 /// One reference atom in a row.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct RefAtom {
-    pub table: String,
+pub(crate) struct RefAtom<'t> {
+    /// The target table (borrowed from the column's type: no copy per atom).
+    pub table: &'t str,
     pub uuid: Uuid,
     pub kind: RefType,
 }
@@ -581,9 +886,9 @@ pub(crate) struct RefAtom {
 /// The references held by `d` (a value of a column of type `t`) from row
 /// `src` of table `src_table`. Self-references are left out, as OVS does:
 /// they neither keep a row alive nor need cleaning up.
-pub(crate) fn datum_refs(src_table: &str, src: &Uuid, t: &Type, d: &Datum) -> Vec<RefAtom> {
+pub(crate) fn datum_refs<'t>(src_table: &str, src: &Uuid, t: &'t Type, d: &Datum) -> Vec<RefAtom<'t>> {
     let mut out = Vec::new();
-    let mut add = |b: &BaseType, atoms: &[Atom]| {
+    let mut add = |b: &'t BaseType, atoms: &[Atom]| {
         let Some(rt) = &b.ref_table else { return };
         if b.atype != AtomicType::Uuid {
             return;
@@ -592,7 +897,7 @@ pub(crate) fn datum_refs(src_table: &str, src: &Uuid, t: &Type, d: &Datum) -> Ve
             if let Atom::Uuid(u) = a
                 && !(rt == src_table && u == src)
             {
-                out.push(RefAtom { table: rt.clone(), uuid: *u, kind: b.ref_type });
+                out.push(RefAtom { table: rt, uuid: *u, kind: b.ref_type });
             }
         }
     };
@@ -604,15 +909,13 @@ pub(crate) fn datum_refs(src_table: &str, src: &Uuid, t: &Type, d: &Datum) -> Ve
 }
 
 /// Every reference a row holds.
-pub(crate) fn outgoing_refs(ts: &TableSchema, row: &Row) -> Vec<RefAtom> {
+pub(crate) fn outgoing_refs<'t>(ts: &'t TableSchema, row: &Row) -> Vec<RefAtom<'t>> {
     let mut out = Vec::new();
-    for c in ts.columns.values() {
+    for (i, c) in ts.columns.values().enumerate() {
         if c.type_.key.ref_table.is_none() && c.type_.value.as_ref().is_none_or(|v| v.ref_table.is_none()) {
             continue;
         }
-        if let Some(d) = row.columns.get(&c.name) {
-            out.extend(datum_refs(&ts.name, &row.uuid, &c.type_, d));
-        }
+        out.extend(datum_refs(&ts.name, &row.uuid, &c.type_, row.columns.at(i)));
     }
     out
 }
@@ -628,7 +931,7 @@ pub(crate) mod tests {
         let ts = &schema.tables["Root"];
         let mut r = Row::new_default(ts, Uuid::new_v4(), Uuid::new_v4());
         for (k, val) in v.as_object().unwrap() {
-            r.columns.insert(k.clone(), datum_from_json(&ts.columns[k].type_, val, None).unwrap());
+            r.columns.insert(k.clone(), datum_from_json(&ts.columns[k].type_, val, None).unwrap()).unwrap();
         }
         r
     }
@@ -687,11 +990,11 @@ pub(crate) mod tests {
         let kid = Uuid::new_v4();
         let root = Uuid::new_v4();
         let mut k = Row::new_default(&schema.tables["Kid"], kid, Uuid::new_v4());
-        k.columns.insert("name".into(), Datum::scalar(Atom::string("k")));
+        k.columns.insert("name", Datum::scalar(Atom::string("k"))).unwrap();
         let mut r = Row::new_default(&schema.tables["Root"], root, Uuid::new_v4());
-        r.columns.insert("kids".into(), Datum::scalar(Atom::Uuid(kid)));
-        r.columns.insert("fav".into(), Datum::scalar(Atom::Uuid(kid)));
-        r.columns.insert("name".into(), Datum::scalar(Atom::string("r")));
+        r.columns.insert("kids", Datum::scalar(Atom::Uuid(kid))).unwrap();
+        r.columns.insert("fav", Datum::scalar(Atom::Uuid(kid))).unwrap();
+        r.columns.insert("name", Datum::scalar(Atom::string("r"))).unwrap();
         let mut c = Commit::new(schema.clone());
         c.tables.entry("Kid".into()).or_default().insert(kid, RowChange { old: None, new: Some(k) });
         c.tables.entry("Root".into()).or_default().insert(root, RowChange { old: None, new: Some(r.clone()) });
@@ -733,6 +1036,67 @@ pub(crate) mod tests {
         assert!(db.apply_log_record(&json!({"Small": {Uuid::new_v4().to_string(): null}})).is_err());
         db.apply_log_record(&json!({"Small": {u.to_string(): null}})).unwrap();
         assert!(db.get("Small", &u).is_none());
+    }
+
+    #[test]
+    fn log_record_text_is_the_serialized_record() {
+        let schema = test_schema();
+        let mut db = Database::new(schema.clone());
+        let (a, b, k) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        db.apply_log_record(&json!({"Root": {a.to_string(): {"name": "a", "n": 3}}, "Kid": {k.to_string(): {}}}))
+            .unwrap();
+        let old = db.get("Root", &a).unwrap().clone();
+        let mut new = old.clone();
+        new.columns.insert("name", Datum::scalar(Atom::string("quote\" é"))).unwrap();
+        new.columns.insert("eph", Datum::scalar(Atom::string("not written"))).unwrap();
+        new.columns.insert("r", Datum::scalar(Atom::Real(2.5))).unwrap();
+        let mut eph_only = old.clone();
+        eph_only.columns.insert("eph", Datum::scalar(Atom::string("x"))).unwrap();
+        let mut ins = Row::new_default(&schema.tables["Root"], b, Uuid::new_v4());
+        let m = datum_from_json(&schema.tables["Root"].columns["m"].type_, &json!(["map", [["k", "v"]]]), None);
+        ins.columns.insert("m", m.unwrap()).unwrap();
+        ins.columns.insert("ints", Datum { keys: vec![Atom::Integer(1), Atom::Integer(2)], values: None }).unwrap();
+        let kid = db.get("Kid", &k).unwrap().clone();
+        let mut c = Commit::new(schema.clone());
+        let root = c.tables.entry("Root".into()).or_default();
+        root.insert(a, RowChange { old: Some(old.clone()), new: Some(new) });
+        root.insert(b, RowChange { old: None, new: Some(ins) });
+        c.tables.entry("Kid".into()).or_default().insert(k, RowChange { old: Some(kid), new: None });
+        for comment in [None, Some("why \"so\"")] {
+            let mut rec = c.to_log_json();
+            crate::log::annotate_txn(rec.as_object_mut().unwrap(), comment, false, 1234);
+            let text = c.log_record_text(comment, 1234).unwrap();
+            assert_eq!(String::from_utf8(text).unwrap(), serde_json::to_string(&rec).unwrap());
+        }
+        // Only an ephemeral column changed: nothing to write.
+        let mut c = Commit::new(schema.clone());
+        c.tables.entry("Root".into()).or_default().insert(a, RowChange { old: Some(old), new: Some(eph_only) });
+        assert_eq!(c.to_log_json(), json!({}));
+        assert!(c.log_record_text(None, 1).is_none());
+    }
+
+    #[test]
+    fn columns_keep_only_values_off_their_defaults() {
+        let schema = test_schema();
+        let ts = &schema.tables["Root"];
+        let mut r = Row::new_default(ts, Uuid::new_v4(), Uuid::new_v4());
+        let fresh = r.clone();
+        let n = r.columns.layout().index_of("n").unwrap();
+        assert!(r.columns.is_default_at(n));
+        assert_eq!(r.columns["n"], Datum::scalar(Atom::Integer(0)));
+        assert_eq!(r.columns.insert("n", Datum::scalar(Atom::Integer(7))).unwrap(), Datum::scalar(Atom::Integer(0)));
+        assert!(!r.columns.is_default_at(n));
+        assert_ne!(r, fresh);
+        // Back to the default: stored as nothing again, equal to a fresh row.
+        r.columns.insert("n", Datum::scalar(Atom::Integer(0))).unwrap();
+        assert!(r.columns.is_default_at(n));
+        assert_eq!(r.columns, fresh.columns);
+        assert!(r.columns.insert("nope", Datum::empty_set()).is_err());
+        assert_eq!(r.columns.iter().count(), ts.columns.len());
+        assert!(r.columns.keys().map(String::as_str).eq(ts.columns.keys().map(String::as_str)));
+        // Tables with the same columns share one layout.
+        let again = Row::new_default(&test_schema().tables["Root"], Uuid::new_v4(), Uuid::new_v4());
+        assert!(Arc::ptr_eq(again.columns.layout(), r.columns.layout()));
     }
 
     #[test]

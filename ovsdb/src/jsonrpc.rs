@@ -1093,6 +1093,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let (queue, task) = outgoing_queue(w, limits);
         (reader, queue, task)
     }
+
+    /// [`into_queued`](Self::into_queued) with a queue that writes directly
+    /// ([`outgoing_queue_direct`]).
+    pub fn into_queued_direct(
+        self,
+        limits: BacklogLimits,
+    ) -> (MessageReader<ReadHalf<S>>, OutgoingQueue, WriterTask<WriteHalf<S>>)
+    where
+        S: Send + 'static,
+    {
+        let (reader, w) = self.into_split();
+        let (queue, task) = outgoing_queue_direct(w, limits);
+        (reader, queue, task)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1136,8 +1150,13 @@ struct QueueState {
     handles: usize,
 }
 
-#[derive(Debug)]
+/// Writes what it can of a buffer without waiting: the bytes written, 0 if
+/// the writer is not ready (or failed: the writer task will find out).
+type DirectWrite = Box<dyn Fn(&[u8]) -> usize + Send + Sync>;
+
 struct Shared {
+    /// Set for queues made by [`outgoing_queue_direct`].
+    direct: Option<DirectWrite>,
     state: Mutex<QueueState>,
     /// New data or close request for the writer.
     wake: Notify,
@@ -1145,6 +1164,12 @@ struct Shared {
     abort: Notify,
     /// The backlog reached zero or the queue stopped.
     drained: Notify,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").field("direct", &self.direct.is_some()).field("state", &self.state).finish()
+    }
 }
 
 impl Shared {
@@ -1177,7 +1202,42 @@ impl Shared {
 /// is dropped (or [`OutgoingQueue::close`] is called) the task sends what is
 /// queued, shuts the writer down and finishes.
 pub fn outgoing_queue<W>(writer: W, limits: BacklogLimits) -> (OutgoingQueue, WriterTask<W>) {
+    new_queue(Arc::new(Mutex::new(writer)), limits, None)
+}
+
+/// [`outgoing_queue`] whose senders write a message themselves when nothing
+/// is queued or being written and the writer takes it whole without
+/// waiting (a socket with room in its buffer): no hand-over to the writer
+/// task, whose wake-up would cost more than the write. What cannot be
+/// written at once is queued for the task as usual, so messages keep their
+/// order. `writer` must not buffer (it is not flushed after direct writes).
+pub fn outgoing_queue_direct<W: AsyncWrite + Unpin + Send + 'static>(
+    writer: W,
+    limits: BacklogLimits,
+) -> (OutgoingQueue, WriterTask<W>) {
+    let writer = Arc::new(Mutex::new(writer));
+    let w = writer.clone();
+    let direct: DirectWrite = Box::new(move |buf: &[u8]| {
+        let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+        // Nobody is waiting on the writer (nothing is queued), so a waker
+        // that does nothing is enough: the writer task polls again with its
+        // own if the bytes have to be queued.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(&mut *w).poll_write(&mut cx, buf) {
+            std::task::Poll::Ready(Ok(n)) => n,
+            _ => 0,
+        }
+    });
+    new_queue(writer, limits, Some(direct))
+}
+
+fn new_queue<W>(
+    writer: Arc<Mutex<W>>,
+    limits: BacklogLimits,
+    direct: Option<DirectWrite>,
+) -> (OutgoingQueue, WriterTask<W>) {
     let shared = Arc::new(Shared {
+        direct,
         state: Mutex::new(QueueState {
             queue: VecDeque::new(),
             backlog: 0,
@@ -1242,6 +1302,17 @@ impl OutgoingQueue {
         }
         if st.closing {
             return Err(JsonRpcError::Closed);
+        }
+        let mut bytes = bytes;
+        if let Some(direct) = &self.shared.direct
+            && st.count == 0
+        {
+            // Nothing queued nor being written: try the writer now.
+            let n = direct(&bytes);
+            if n == bytes.len() {
+                return Ok(());
+            }
+            bytes.drain(..n);
         }
         st.backlog += bytes.len();
         st.count += 1;
@@ -1318,7 +1389,9 @@ impl OutgoingQueue {
 /// The task writing an [`OutgoingQueue`]'s messages; see [`outgoing_queue`].
 #[derive(Debug)]
 pub struct WriterTask<W> {
-    writer: W,
+    /// Shared with the queue's senders if they write directly; locked only
+    /// for each poll.
+    writer: Arc<Mutex<W>>,
     shared: Arc<Shared>,
 }
 
@@ -1357,6 +1430,10 @@ impl<W: AsyncWrite + Unpin> WriterTask<W> {
         }
         drop(st);
         result
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, W> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn run_inner(&mut self) -> Result<(), JsonRpcError> {
@@ -1399,7 +1476,7 @@ impl<W: AsyncWrite + Unpin> WriterTask<W> {
             let n = tokio::select! {
                 biased;
                 _ = self.shared.abort.notified() => return Err(self.shared.stopped()),
-                r = self.writer.write(rest) => match r {
+                r = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *self.lock_writer()).poll_write(cx, rest)) => match r {
                     Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -1427,7 +1504,9 @@ impl<W: AsyncWrite + Unpin> WriterTask<W> {
         tokio::select! {
             biased;
             _ = self.shared.abort.notified() => Err(self.shared.stopped()),
-            r = self.writer.flush() => r.map_err(JsonRpcError::from),
+            r = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *self.lock_writer()).poll_flush(cx)) => {
+                r.map_err(JsonRpcError::from)
+            }
         }
     }
 
@@ -1435,7 +1514,9 @@ impl<W: AsyncWrite + Unpin> WriterTask<W> {
         tokio::select! {
             biased;
             _ = self.shared.abort.notified() => Err(self.shared.stopped()),
-            r = self.writer.shutdown() => r.map_err(JsonRpcError::from),
+            r = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *self.lock_writer()).poll_shutdown(cx)) => {
+                r.map_err(JsonRpcError::from)
+            }
         }
     }
 }
@@ -2234,5 +2315,36 @@ mod tests {
         let (queue, task) = outgoing_queue(a, BacklogLimits::default());
         drop(task);
         assert!(matches!(queue.send(&Message::notification("x", vec![])), Err(JsonRpcError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn direct_queue_writes_at_once_and_queues_the_rest_in_order() {
+        let (a, mut b) = duplex(64);
+        let (queue, task) = outgoing_queue_direct(a, BacklogLimits::default());
+        // No writer task running yet: a message that fits goes out directly.
+        let small = Message::notification("x", vec![json!(1)]);
+        queue.send(&small).unwrap();
+        assert_eq!((queue.backlog(), queue.backlog_msgs()), (0, 0));
+        let mut got = vec![0u8; small.to_bytes().len()];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, small.to_bytes());
+        // One that does not fit is written in part; the rest, and whatever
+        // follows, waits for the task, in order.
+        let big = Message::response(json!("y".repeat(300)), json!(2));
+        let after = Message::notification("z", vec![]);
+        queue.send(&big).unwrap();
+        assert_eq!(queue.backlog_msgs(), 1);
+        assert!(queue.backlog() > 0 && queue.backlog() < big.to_bytes().len());
+        queue.send(&after).unwrap();
+        assert_eq!(queue.backlog_msgs(), 2);
+        let task = tokio::spawn(task.run());
+        let mut want = big.to_bytes();
+        want.extend(after.to_bytes());
+        let mut got = vec![0u8; want.len()];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, want);
+        queue.drained().await.unwrap();
+        queue.close();
+        task.await.unwrap().unwrap();
     }
 }

@@ -11,6 +11,7 @@ pub mod datum;
 pub mod db;
 pub mod error;
 pub mod idl;
+pub mod json_text;
 pub mod jsonrpc;
 pub mod log;
 pub mod monitor;

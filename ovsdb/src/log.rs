@@ -320,6 +320,19 @@ impl Log {
         if !record.is_object() {
             return Err(LogError::NotObject);
         }
+        self.append_encoded(encode_record(record))
+    }
+
+    /// [`Log::append`] for a record already written as JSON text: `json`
+    /// must be one JSON object (e.g. [`crate::db::Commit::log_record_text`]).
+    pub fn append_text(&mut self, json: &[u8]) -> Result<(), LogError> {
+        if json.first() != Some(&b'{') {
+            return Err(LogError::NotObject);
+        }
+        self.append_encoded(encode_record_text(json))
+    }
+
+    fn append_encoded(&mut self, bytes: Vec<u8>) -> Result<(), LogError> {
         self.check_writable()?;
         if self.needs_truncate {
             self.file
@@ -329,7 +342,6 @@ impl Log {
             self.read_error = None;
             self.dirty = true;
         }
-        let bytes = encode_record(record);
         if let Err(e) = self.file.write_all_at(&bytes, self.offset) {
             // Take back any partial write; if even that fails, retry the
             // truncation before the next append.
@@ -591,10 +603,23 @@ impl Rewrite {
 
 /// The bytes of one record holding `value`: header line and body.
 pub fn encode_record(value: &Value) -> Vec<u8> {
-    let mut body = serde_json::to_vec(value).expect("a JSON value always serializes");
-    body.push(b'\n');
-    let mut out = record_header(OVSDB_MAGIC, &body).into_bytes();
-    out.extend_from_slice(&body);
+    encode_record_text(&serde_json::to_vec(value).expect("a JSON value always serializes"))
+}
+
+/// The bytes of one record whose JSON text is `json`.
+pub fn encode_record_text(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len() + 80);
+    let mut ctx = Sha1::new();
+    ctx.update(json);
+    ctx.update(b"\n");
+    let digest = ctx.finalize();
+    let _ = write!(out, "OVSDB {OVSDB_MAGIC} {} ", json.len() + 1);
+    for b in digest.iter() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out.push(b'\n');
+    out.extend_from_slice(json);
+    out.push(b'\n');
     out
 }
 

@@ -233,7 +233,8 @@ impl MutationSet {
         for m in &self.mutations {
             let cur = row.columns.get(&m.column).cloned().unwrap_or_else(|| Datum::empty_for(&m.column_type));
             let new = m.apply(&cur)?;
-            row.columns.insert(m.column.clone(), new);
+            // Mutations name schema columns only (checked when parsed).
+            let _ = row.columns.insert(&m.column, new);
         }
         Ok(())
     }

@@ -286,7 +286,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     remote: String,
 ) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let (mut reader, queue, writer) = Connection::new(stream).into_queued(BacklogLimits::default());
+    let (mut reader, queue, writer) = Connection::new(stream).into_queued_direct(BacklogLimits::default());
     let (kill_tx, mut kill_rx) = oneshot::channel();
     if tx.send(Event::Open(id, queue.clone(), kill_tx, read_only, remote)).await.is_err() {
         return;
@@ -504,7 +504,7 @@ async fn core_loop(
         }
         for (id, m) in core.take_outbox() {
             if let Some((q, _)) = queues.get(&id)
-                && let Err(e) = q.send(&m)
+                && let Err(e) = q.send_bytes(m.into_bytes())
             {
                 vlog::warn("jsonrpc", &format!("session {id}: {e}, dropping"));
                 if let Some((q, kill)) = queues.remove(&id) {

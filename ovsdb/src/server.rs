@@ -101,7 +101,7 @@ pub struct Core {
     /// Lock name → sessions, the owner first.
     locks: BTreeMap<String, VecDeque<SessionId>>,
     parked: Vec<Parked>,
-    outbox: Vec<(SessionId, Message)>,
+    outbox: Vec<(SessionId, Outgoing)>,
     /// A backup server's clients may only read (see [`crate::replication`]).
     pub read_only: bool,
     /// Relay databases (see [`crate::relay`]), and the write transactions
@@ -113,6 +113,43 @@ pub struct Core {
     /// Sessions that said `set_db_change_aware`: they follow databases
     /// coming and going; the others are disconnected when that happens.
     db_change_aware: HashSet<SessionId>,
+}
+
+/// What the core queues for a session, in order.
+#[derive(Debug)]
+pub enum Outgoing {
+    Message(Message),
+    /// A message already serialized (monitor updates: the update is
+    /// serialized once per commit however many sessions get it).
+    Text(Vec<u8>),
+}
+
+impl Outgoing {
+    /// The message's bytes on the wire.
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Outgoing::Message(m) => m.to_bytes(),
+            Outgoing::Text(t) => t,
+        }
+    }
+}
+
+/// The bytes of `Message::notification(method, [mid, (txn_id,) update])`,
+/// with `update` already serialized.
+fn update_notification_text(method: &str, mid: &Value, txn_id: Option<&str>, update: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(update.len() + 64);
+    out.extend_from_slice(b"{\"method\":");
+    crate::json_text::write_str(&mut out, method);
+    out.extend_from_slice(b",\"params\":[");
+    let _ = serde_json::to_writer(&mut out, mid);
+    if let Some(t) = txn_id {
+        out.push(b',');
+        crate::json_text::write_str(&mut out, t);
+    }
+    out.push(b',');
+    out.extend_from_slice(update);
+    out.extend_from_slice(b"],\"id\":null}");
+    out
 }
 
 fn err_json(e: &OvsdbError) -> Value {
@@ -294,12 +331,12 @@ impl Core {
         }
     }
 
-    pub fn take_outbox(&mut self) -> Vec<(SessionId, Message)> {
+    pub fn take_outbox(&mut self) -> Vec<(SessionId, Outgoing)> {
         std::mem::take(&mut self.outbox)
     }
 
     fn send(&mut self, to: SessionId, m: Message) {
-        self.outbox.push((to, m));
+        self.outbox.push((to, Outgoing::Message(m)));
     }
 
     /// Syncs every log written since the last call. A failure is fatal for
@@ -331,15 +368,25 @@ impl Core {
     }
 
     fn request(&mut self, from: SessionId, method: &str, params: Value, id: Value) {
+        if method == "transact" {
+            // The operations are moved, not copied: a transaction may be large.
+            let mut p = match params {
+                Value::Array(a) => a,
+                _ => Vec::new(),
+            };
+            match self.lookup_db(method, &p) {
+                Ok(db) => {
+                    p.remove(0);
+                    return self.transact(from, db, p, id, Instant::now());
+                }
+                Err(e) => return self.send(from, Message::error(e, id)),
+            }
+        }
         let p = params.as_array().cloned().unwrap_or_default();
         let reply = match method {
             "echo" => Ok(params),
             "list_dbs" => Ok(json!(self.dbs.keys().collect::<Vec<_>>())),
             "get_schema" => self.lookup_db(method, &p).map(|db| self.dbs[&db].db.schema.to_json()),
-            "transact" => match self.lookup_db(method, &p) {
-                Ok(db) => return self.transact(from, db, p[1..].to_vec(), id, Instant::now()),
-                Err(e) => Err(e),
-            },
             "monitor" | "monitor_cond" | "monitor_cond_since" => self.monitor(from, method, &p),
             "monitor_cond_change" => self.monitor_cond_change(from, &p),
             "monitor_cancel" => self.monitor_cancel(from, &p),
@@ -427,50 +474,60 @@ impl Core {
     /// Appends the commit to the log (synced later, before any reply goes out).
     fn store(inst: &mut DbInstance, commit: &Commit, comment: Option<&str>) -> Result<(), String> {
         let Some(log) = inst.log.as_mut() else { return Ok(()) };
-        let mut rec = commit.to_log_json();
-        if rec.as_object().is_some_and(|o| o.is_empty()) {
+        let Some(rec) = commit.log_record_text(comment, now_ms()) else {
             return Ok(()); // only ephemeral columns changed
-        }
-        if let Some(o) = rec.as_object_mut() {
-            annotate_txn(o, comment, false, now_ms());
-        }
-        log.append(&rec).map_err(|e| e.to_string())?;
+        };
+        log.append_text(&rec).map_err(|e| e.to_string())?;
         inst.dirty = true;
         Ok(())
     }
 
     /// Applies a stored commit, tells the monitors, and retries parked waits.
     fn committed(&mut self, db: &str, commit: Commit) {
-        let inst = self.dbs.get_mut(db).expect("db");
-        inst.db.apply(&commit);
-        self.notify(db, commit);
+        self.send_updates(db, &commit);
+        // Updates are made from the commit alone, so its rows can now move
+        // into the database.
+        self.dbs.get_mut(db).expect("db").db.apply_owned(commit);
+        self.retry_parked(Some(db));
     }
 
-    /// Tells the monitors of an applied commit, and retries parked waits.
+    /// Tells the monitors of a commit applied elsewhere (a replica's or
+    /// relay's), and retries parked waits.
     fn notify(&mut self, db: &str, commit: Commit) {
+        self.send_updates(db, &commit);
+        self.retry_parked(Some(db));
+    }
+
+    /// Queues the monitor updates for `commit`, in session order. Monitors
+    /// asking for the same thing get the same update: each distinct one is
+    /// serialized once.
+    fn send_updates(&mut self, db: &str, commit: &Commit) {
         // Standalone databases report the zero transaction id, as OVS's do.
-        let txn_id = Uuid::nil();
-        // Monitor updates, in session order.
+        let txn_id = Uuid::nil().to_string();
         let mut updates = Vec::new();
+        let mut serialized: Vec<(Value, Vec<u8>)> = Vec::new();
         for (sid, s) in &self.sessions {
             for (mdb, mid_json, m) in s.monitors.values() {
                 if mdb != db {
                     continue;
                 }
-                if let Some(u) = m.update(&commit) {
-                    let note = match m.version() {
-                        MonitorVersion::V1 => Message::notification("update", vec![mid_json.clone(), u]),
-                        MonitorVersion::V2 => Message::notification("update2", vec![mid_json.clone(), u]),
-                        MonitorVersion::V3 => {
-                            Message::notification("update3", vec![mid_json.clone(), json!(txn_id.to_string()), u])
+                if let Some(u) = m.update(commit) {
+                    let i = match serialized.iter().position(|(v, _)| *v == u) {
+                        Some(i) => i,
+                        None => {
+                            let text = serde_json::to_vec(&u).expect("serializing a Value cannot fail");
+                            serialized.push((u, text));
+                            serialized.len() - 1
                         }
                     };
-                    updates.push((*sid, note));
+                    let v = m.version();
+                    let txn = (v == MonitorVersion::V3).then_some(txn_id.as_str());
+                    let text = update_notification_text(v.notification(), mid_json, txn, &serialized[i].1);
+                    updates.push((*sid, Outgoing::Text(text)));
                 }
             }
         }
         self.outbox.extend(updates);
-        self.retry_parked(Some(db));
     }
 
     /// Runs parked transactions again (after a change to `db`, or all on a tick).
@@ -960,4 +1017,22 @@ pub fn replay(path: &Path, records: &[Value]) -> Result<(Database, usize), Strin
         db.apply_log_record(r).map_err(|e| format!("{}: record {}: {e}", path.display(), i + 2))?;
     }
     Ok((db, records.len() - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_notifications_serialize_as_messages_do() {
+        let update = json!({"Item": {"0c7e6a43-2f1d-4a55-9a7b-11aa22bb33cc": {"insert": {"name": "a \"b\"", "n": 1}}}});
+        let text = serde_json::to_vec(&update).unwrap();
+        for mid in [json!("m0"), json!(["a", 1]), Value::Null] {
+            let m = Message::notification("update2", vec![mid.clone(), update.clone()]);
+            assert_eq!(update_notification_text("update2", &mid, None, &text), m.to_bytes());
+            let t = Uuid::nil().to_string();
+            let m = Message::notification("update3", vec![mid.clone(), json!(t), update.clone()]);
+            assert_eq!(update_notification_text("update3", &mid, Some(&t), &text), m.to_bytes());
+        }
+    }
 }

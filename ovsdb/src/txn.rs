@@ -84,12 +84,13 @@ pub enum TxnOutcome {
 /// Runs the operations `ops` (the "transact" params after the database
 /// name) against `db`.
 pub fn execute(db: &Database, ops: &[Value], ctx: &TxnContext) -> TxnOutcome {
+    let symbols = prescan_uuid_names(ops);
     let mut x = Exec {
         db,
         ctx,
         changes: BTreeMap::new(),
-        symbols: prescan_uuid_names(ops),
-        created: HashSet::new(),
+        created: HashSet::with_capacity(symbols.len()),
+        symbols,
         durable: false,
         comments: Vec::new(),
         timeout_ms: None,
@@ -164,7 +165,7 @@ pub fn execute(db: &Database, ops: &[Value], ctx: &TxnContext) -> TxnOutcome {
 /// refer to rows inserted later in the same transaction (OVS allows this
 /// forward reference; IDL clients rely on it).
 fn prescan_uuid_names(ops: &[Value]) -> Symbols {
-    let mut symbols = Symbols::new();
+    let mut symbols = Symbols::with_capacity(ops.len());
     for op in ops {
         let Some(o) = op.as_object() else { continue };
         if o.get("op").and_then(Value::as_str) != Some("insert") {
@@ -460,18 +461,20 @@ impl<'a> Exec<'a, '_> {
         }
         let uuid = uuid.unwrap_or_else(Uuid::new_v4);
 
-        let mut row = Row::new_default(ts, uuid, Uuid::new_v4());
+        let mut row = match self.db.table(&ts.name) {
+            Some(t) => Row::with_layout(t.layout(), uuid, Uuid::new_v4()),
+            None => Row::new_default(ts, uuid, Uuid::new_v4()),
+        };
         for (cname, d) in self.parse_row(ts, row_json)? {
             // `_uuid` and `_version` may be given (and are checked) but the
-            // row's own identity wins, as in OVS.
-            if ts.columns.contains_key(&cname) {
-                row.columns.insert(cname, d);
-            }
+            // row's own identity wins, as in OVS: only user columns are set.
+            let _ = row.columns.insert(cname, d);
         }
         // Defaults the row did not override must satisfy the constraints too
         // (e.g. an enum that does not include "").
-        for c in ts.columns.values() {
-            if let Some(d) = row.columns.get(&c.name).filter(|d| d.len() == 1) {
+        for (i, c) in ts.columns.values().enumerate() {
+            let d = row.columns.at(i);
+            if d.len() == 1 {
                 check_atoms(d, &c.type_)?;
             }
         }
@@ -485,8 +488,16 @@ impl<'a> Exec<'a, '_> {
         let o = v.as_object().ok_or_else(|| OvsdbError::syntax("row must be JSON object"))?;
         let mut out = Vec::with_capacity(o.len());
         for (cname, cv) in o {
-            let col = ts.column(cname).ok_or_else(|| unknown_column(cname, &ts.name))?;
-            out.push((cname.clone(), datum_from_json(&col.type_, cv, Some(&self.symbols))?));
+            // User columns by reference (`TableSchema::column` copies, for
+            // the implicit ones).
+            let d = match ts.columns.get(cname) {
+                Some(col) => datum_from_json(&col.type_, cv, Some(&self.symbols))?,
+                None => {
+                    let col = ts.column(cname).ok_or_else(|| unknown_column(cname, &ts.name))?;
+                    datum_from_json(&col.type_, cv, Some(&self.symbols))?
+                }
+            };
+            out.push((cname.clone(), d));
         }
         Ok(out)
     }
@@ -553,7 +564,8 @@ impl<'a> Exec<'a, '_> {
             }
             let row = self.row_mut(&ts.name, u).ok_or_else(|| bug("update: matched row vanished"))?;
             for (c, d) in &values {
-                row.columns.insert(c.clone(), d.clone());
+                // Only mutable user columns get here (checked above).
+                let _ = row.columns.insert(c, d.clone());
             }
         }
         Ok(json!({"count": matches.len()}))
@@ -627,8 +639,9 @@ impl<'a> Exec<'a, '_> {
                 match cname.as_str() {
                     "_uuid" => row.uuid = d.keys.first().and_then(Atom::as_uuid).unwrap_or_default(),
                     "_version" => row.version = d.keys.first().and_then(Atom::as_uuid).unwrap_or_default(),
+                    // parse_row only lets the table's columns through.
                     _ => {
-                        row.columns.insert(cname, d);
+                        let _ = row.columns.insert(cname, d);
                     }
                 }
             }
@@ -731,8 +744,9 @@ fn project(r: &Row, columns: &[String]) -> Vec<Option<Datum>> {
 // ---------------------------------------------------------------------------
 // Commit-time processing, in OVS's order (ovsdb_txn_precommit).
 
-/// Net change, per (table, row), of the strong references to it.
-type RefDelta = HashMap<(String, Uuid), i64>;
+/// Net change, per (table, row), of the strong references to it. Table
+/// names are borrowed from the schema.
+type RefDelta<'a> = HashMap<(&'a str, Uuid), i64>;
 
 impl<'a> Exec<'a, '_> {
     fn precommit(mut self) -> Result<Commit> {
@@ -765,21 +779,22 @@ impl<'a> Exec<'a, '_> {
     }
 
     fn refs_now(&self, delta: &RefDelta, table: &str, uuid: &Uuid) -> i64 {
-        self.strong_refs_in_db(table, uuid) + delta.get(&(table.to_string(), *uuid)).copied().unwrap_or(0)
+        self.strong_refs_in_db(table, uuid) + delta.get(&(table, *uuid)).copied().unwrap_or(0)
     }
 
     /// Counts strong references added and removed; an added one must point
     /// at a row that exists (or existed: then deleting it fails below).
-    fn count_strong_refs(&self, delta: &mut RefDelta) -> Result<()> {
+    fn count_strong_refs(&self, delta: &mut RefDelta<'a>) -> Result<()> {
+        let schema: &'a crate::schema::DatabaseSchema = &self.db.schema;
         for (tname, rows) in &self.changes {
-            let Some(ts) = self.db.schema.tables.get(tname) else { continue };
+            let Some(ts) = schema.tables.get(tname) else { continue };
             for (uuid, ch) in rows {
-                for c in ts.columns.values() {
+                for (i, c) in ts.columns.values().enumerate() {
                     if !is_strong_ref(&c.type_.key) && !c.type_.value.as_ref().is_some_and(is_strong_ref) {
                         continue;
                     }
-                    let old = ch.old.and_then(|r| r.columns.get(&c.name));
-                    let new = ch.new.as_ref().and_then(|r| r.columns.get(&c.name));
+                    let old = ch.old.map(|r| r.columns.at(i));
+                    let new = ch.new.as_ref().map(|r| r.columns.at(i));
                     if old == new {
                         continue;
                     }
@@ -788,7 +803,7 @@ impl<'a> Exec<'a, '_> {
                         if r.kind != RefType::Strong {
                             continue;
                         }
-                        if !self.known(&r.table, &r.uuid) {
+                        if !self.known(r.table, &r.uuid) {
                             return Err(OvsdbError::new(
                                 "referential integrity violation",
                                 format!(
@@ -831,30 +846,32 @@ impl<'a> Exec<'a, '_> {
     /// Deletes rows of non-root tables that nothing refers to any more,
     /// among the rows the transaction touched or changed references to, and
     /// then whatever only they referred to.
-    fn collect_garbage(&mut self, delta: &mut RefDelta) {
-        let mut work: VecDeque<(String, Uuid)> = VecDeque::new();
-        let mut seeds: BTreeSet<(String, Uuid)> = BTreeSet::new();
+    fn collect_garbage(&mut self, delta: &mut RefDelta<'a>) {
+        let schema: &'a crate::schema::DatabaseSchema = &self.db.schema;
+        let mut work: VecDeque<(&'a str, Uuid)> = VecDeque::new();
+        // Rows of root tables are never garbage: only the others are seeds.
+        let mut seeds: BTreeSet<(&'a str, Uuid)> = BTreeSet::new();
         for (t, rows) in &self.changes {
-            seeds.extend(rows.iter().filter(|(_, c)| c.new.is_some()).map(|(u, _)| (t.clone(), *u)));
+            let Some((t, _)) = schema.tables.get_key_value(t).filter(|(_, ts)| !ts.is_root) else { continue };
+            seeds.extend(rows.iter().filter(|(_, c)| c.new.is_some()).map(|(u, _)| (t.as_str(), *u)));
         }
-        seeds.extend(delta.keys().cloned());
+        seeds.extend(delta.keys().copied());
         work.extend(seeds);
         while let Some((t, u)) = work.pop_front() {
-            let root = self.db.schema.tables.get(&t).is_none_or(|ts| ts.is_root);
-            if root || self.refs_now(delta, &t, &u) > 0 {
+            let root = schema.tables.get(t).is_none_or(|ts| ts.is_root);
+            if root || self.refs_now(delta, t, &u) > 0 {
                 continue;
             }
-            let (Some(row), Some(ts)) = (self.get(&t, &u).cloned(), self.db.schema.tables.get(&t)) else { continue };
-            self.delete_row(&t, &u);
-            for c in ts.columns.values() {
-                let Some(d) = row.columns.get(&c.name) else { continue };
-                for r in datum_refs(&t, &u, &c.type_, d) {
+            let (Some(row), Some(ts)) = (self.get(t, &u).cloned(), schema.tables.get(t)) else { continue };
+            self.delete_row(t, &u);
+            for (i, c) in ts.columns.values().enumerate() {
+                for r in datum_refs(t, &u, &c.type_, row.columns.at(i)) {
                     if r.kind != RefType::Strong {
                         continue;
                     }
                     let key = (r.table, r.uuid);
-                    *delta.entry(key.clone()).or_default() -= 1;
-                    if self.refs_now(delta, &key.0, &key.1) <= 0 {
+                    *delta.entry(key).or_default() -= 1;
+                    if self.refs_now(delta, key.0, &key.1) <= 0 {
                         work.push_back(key);
                     }
                 }
@@ -985,10 +1002,10 @@ impl<'a> Exec<'a, '_> {
             let Some(table) = self.db.table(tname) else { continue };
             let ts = &table.schema;
             for (i, index) in ts.indexes.iter().enumerate() {
-                let mut seen: HashMap<Vec<Datum>, &Row> = HashMap::new();
+                let mut seen: HashMap<std::borrow::Cow<[Datum]>, &Row> = HashMap::new();
                 for ch in rows.values() {
                     let Some(row) = &ch.new else { continue };
-                    let key = table.index_key(i, row);
+                    let key = table.index_key_ref(i, row);
                     if let Some(other) = seen.get(&key) {
                         return Err(self.duplicate_index_error(ts, index, other, row));
                     }
@@ -1071,9 +1088,9 @@ impl<'a> Exec<'a, '_> {
             let Some(ts) = self.db.schema.tables.get(tname) else { continue };
             for ch in rows.values() {
                 let Some(new) = &ch.new else { continue };
-                for c in ts.columns.values() {
-                    let d = new.columns.get(&c.name).ok_or_else(|| bug("row lacks a column"))?;
-                    if ch.old.is_some_and(|o| o.columns.get(&c.name) == Some(d)) {
+                for (i, c) in ts.columns.values().enumerate() {
+                    let d = new.columns.at(i);
+                    if ch.old.is_some_and(|o| o.columns.at(i) == d) {
                         continue;
                     }
                     d.check(&c.type_)?;
@@ -1087,20 +1104,24 @@ impl<'a> Exec<'a, '_> {
     fn into_commit(self) -> Commit {
         let mut commit = Commit::new(self.db.schema.clone());
         for (tname, rows) in self.changes {
-            let mut out = BTreeMap::new();
-            for (uuid, ch) in rows {
-                let old = ch.old.cloned();
-                let new = match (ch.new, &old) {
-                    (Some(n), Some(o)) if n.columns == o.columns => continue,
-                    (Some(mut n), Some(_)) => {
-                        n.version = Uuid::new_v4();
-                        Some(n)
-                    }
-                    (None, None) => continue,
-                    (n, _) => n,
-                };
-                out.insert(uuid, RowChange { old, new });
-            }
+            // Collected in uuid order: the map is built densely, not by
+            // inserts.
+            let out: BTreeMap<Uuid, RowChange> = rows
+                .into_iter()
+                .filter_map(|(uuid, ch)| {
+                    let old = ch.old.cloned();
+                    let new = match (ch.new, &old) {
+                        (Some(n), Some(o)) if n.columns == o.columns => return None,
+                        (Some(mut n), Some(_)) => {
+                            n.version = Uuid::new_v4();
+                            Some(n)
+                        }
+                        (None, None) => return None,
+                        (n, _) => n,
+                    };
+                    Some((uuid, RowChange { old, new }))
+                })
+                .collect();
             if !out.is_empty() {
                 commit.tables.insert(tname, out);
             }
@@ -1821,7 +1842,15 @@ mod tests {
     fn contents(db: &Database) -> BTreeMap<String, BTreeMap<Uuid, BTreeMap<String, Datum>>> {
         db.tables()
             .iter()
-            .map(|(n, t)| (n.clone(), t.rows().iter().map(|(u, r)| (*u, r.columns.clone())).collect()))
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    t.rows()
+                        .iter()
+                        .map(|(u, r)| (*u, r.columns.iter().map(|(k, d)| (k.clone(), d.clone())).collect()))
+                        .collect(),
+                )
+            })
             .collect()
     }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use oxvs_ovsdb::{
     jsonrpc::Message,
     log::{Log, OpenMode},
-    server::Core,
+    server::{Core, Outgoing},
 };
 use serde_json::{Value, json};
 
@@ -41,7 +41,7 @@ fn replies(core: &mut Core) -> Vec<Value> {
     core.take_outbox()
         .into_iter()
         .map(|(_, m)| match m {
-            Message::Response { result, .. } => result,
+            Outgoing::Message(Message::Response { result, .. }) => result,
             other => panic!("unexpected {other:?}"),
         })
         .collect()

@@ -269,6 +269,14 @@ fn monitor(ready: &mut Option<std::fs::File>) -> (bool, PathBuf) {
     }
 }
 
+/// mimalloc rather than glibc's malloc: the server's work is many small
+/// allocations (parsed JSON, rows, datums) made on the runtime's worker
+/// threads, where glibc's per-thread arenas grow page by page (an mprotect
+/// each time) and fragment; mimalloc spends less CPU per allocation and
+/// hands freed pages back.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let opts = match parse(std::env::args().skip(1).collect()) {
         Ok(o) => o,
