@@ -288,7 +288,11 @@ impl Txn {
             self.fail(msg);
             return;
         }
-        r.partial.entry(column.to_string()).or_default().add(key.clone(), op, is_map);
+        let ops = r.partial.entry(column.to_string()).or_default();
+        ops.add(key.clone(), op, is_map);
+        if ops.is_empty() {
+            r.partial.remove(column);
+        }
     }
 
     /// Makes the commit fail with [`TxnStatus::TryAgain`] if `column` of
