@@ -168,10 +168,10 @@ fn add_sends_the_same_operations_as_ovs_vsctl() {
     assert_eq!(ours.iter().filter(|t| t.len() == 1).count(), cmds.len() - 1);
     let ours: Vec<&Vec<Value>> = ours.iter().flatten().collect();
     // And what they amount to: the mutations as OVS builds them.
-    let ops: Vec<Value> = normalize(&ours[0]).iter().map(|op| op["op"].clone()).collect();
+    let ops: Vec<Value> = normalize(ours[0]).iter().map(|op| op["op"].clone()).collect();
     assert_eq!(ops, ["mutate"]);
     assert_eq!(
-        normalize(&ours[1])[0]["mutations"],
+        normalize(ours[1])[0]["mutations"],
         serde_json::json!([
             ["other_config", "delete", ["set", ["k"]]],
             ["other_config", "insert", ["map", [["k", "w"], ["n", "1"]]]]

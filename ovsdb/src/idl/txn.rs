@@ -936,7 +936,8 @@ mod tests {
     #[test]
     fn partial_update_misuse() {
         let (schema, replica, _, br) = setup();
-        let cases: Vec<(Box<dyn Fn(&mut Txn)>, &str)> = vec![
+        type Misuse<'a> = Box<dyn Fn(&mut Txn) + 'a>;
+        let cases: Vec<(Misuse, &str)> = vec![
             (Box::new(|t| t.write_partial_set("Bridge", &br, "other_config", &s("x"))), "not a set"),
             (Box::new(|t| t.write_partial_map("Bridge", &br, "flood_vlans", &str_map(&[("a", "b")]))), "not a map"),
             (Box::new(|t| t.write_partial_map("Bridge", &br, "other_config", &s("x"))), "without values"),
