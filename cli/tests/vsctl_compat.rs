@@ -87,6 +87,11 @@ fn run_case(case: &Case, setups: &SetupCache) -> Outcome {
     let (mut map_a, mut map_b) = (UuidMap::default(), UuidMap::default());
     for (i, raw) in case.cmds.iter().enumerate() {
         o.commands += 1;
+        if let Some(rest) = raw.strip_prefix("& ") {
+            let at = format!("{} #{} `& {rest}`", case.name, i + 1);
+            o.hard.extend(run_concurrent(&at, rest, &dir.0, &a.db(), &b.db()));
+            continue;
+        }
         let (sorted, line) = match raw.strip_prefix("~ ") {
             Some(l) => (true, l),
             None => (false, *raw),
@@ -152,6 +157,40 @@ fn run_case(case: &Case, setups: &SetupCache) -> Outcome {
         o.hard.push(format!("{}: databases differ after the sequence (real vs ours):\n{}", case.name, diff(&da, &db)));
     }
     o
+}
+
+/// A `& N COMMAND` line: N copies of COMMAND (`{i}` replaced by 1..=N)
+/// run at the same time on each side; copy by copy, stdout, whether stderr
+/// is empty and the exit status must match. The database comparison at the
+/// end of the sequence then shows whether every copy's change landed.
+fn run_concurrent(at: &str, line: &str, dir: &Path, db_a: &str, db_b: &str) -> Vec<String> {
+    let Some((n, cmd)) = line.split_once(' ').and_then(|(n, c)| Some((n.parse::<usize>().ok()?, c))) else {
+        return vec![format!("{at}: bad case: want `& N COMMAND`")];
+    };
+    let run_all = |tool: Tool, db: &str| -> Vec<Run> {
+        std::thread::scope(|s| {
+            let runs: Vec<_> = (1..=n)
+                .map(|k| {
+                    let args = split_words(&cmd.replace("{i}", &k.to_string()));
+                    s.spawn(move || vsctl(tool, dir, db, &args))
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        })
+    };
+    let (real, ours) = (run_all(Tool::Real, db_a), run_all(Tool::Ours, db_b));
+    let mut bad = Vec::new();
+    for (k, (r, o)) in real.iter().zip(&ours).enumerate() {
+        if r.stdout != o.stdout || r.stderr.is_empty() != o.stderr.is_empty() || r.status != o.status {
+            bad.push(format!(
+                "{at} copy {}:\n    real: {}\n    ours: {}",
+                k + 1,
+                show(r, &r.stdout),
+                show(o, &o.stdout)
+            ));
+        }
+    }
+    bad
 }
 
 /// The lines only in `a` (-) and only in `b` (+).

@@ -385,6 +385,113 @@ async fn transactions_real() {
     transactions(true).await
 }
 
+fn row_named(idl: &Idl, table: &str, name: &str) -> Uuid {
+    let t = idl.replica().table(table).unwrap();
+    *t.rows.iter().find(|(_, r)| r.get("name") == Some(&s(name))).unwrap_or_else(|| panic!("no {table} {name}")).0
+}
+
+fn ints(v: &[i64]) -> Datum {
+    Datum { keys: v.iter().map(|i| Atom::Integer(*i)).collect(), values: None }
+}
+
+fn smap(pairs: &[(&str, &str)]) -> Datum {
+    Datum {
+        keys: pairs.iter().map(|p| Atom::string(p.0)).collect(),
+        values: Some(pairs.iter().map(|p| Atom::string(p.1)).collect()),
+    }
+}
+
+/// Partial set and map updates: mutate operations that merge with what
+/// other clients did, where whole-column writes with verify conflict.
+async fn partial_updates(real: bool) {
+    let srv = Server::start(real, "partial");
+    srv.vsctl_ok(&["add-br", "br0", "--", "set", "Bridge", "br0", "flood_vlans=1", "other_config:k=v1"]);
+    let mut a = Idl::connect(&srv.db(), opts()).await.unwrap();
+    let mut b = Idl::connect(&srv.db(), opts()).await.unwrap();
+    let br = row_named(&a, "Bridge", "br0");
+
+    // Two clients add to the same set from the same starting point: both
+    // land, although b's replica has not seen a's change.
+    let mut ta = a.txn();
+    ta.write_partial_set("Bridge", &br, "flood_vlans", &ints(&[2]));
+    let mut tb = b.txn();
+    tb.write_partial_set("Bridge", &br, "flood_vlans", &ints(&[3, 4]));
+    assert_eq!(a.commit(ta).await.unwrap().status, TxnStatus::Success);
+    assert_eq!(b.commit(tb).await.unwrap().status, TxnStatus::Success);
+    assert_eq!(srv.vsctl_ok(&["get", "Bridge", "br0", "flood_vlans"]), "[1, 2, 3, 4]\n");
+    // The same with whole-column writes and verify, both built from the same
+    // up-to-date view: the one committed second must retry.
+    wait_until(&mut a, "a sees 4 vlans", |i| {
+        i.replica().row("Bridge", &br).unwrap().get("flood_vlans").unwrap().len() == 4
+    })
+    .await;
+    let mut ta = a.txn();
+    ta.verify(a.replica(), "Bridge", &br, "flood_vlans");
+    ta.write("Bridge", &br, "flood_vlans", ints(&[1, 2, 3, 4, 5]));
+    let mut tb = a.txn();
+    tb.verify(a.replica(), "Bridge", &br, "flood_vlans");
+    tb.write("Bridge", &br, "flood_vlans", ints(&[1, 2, 3, 4, 6]));
+    assert_eq!(a.commit(ta).await.unwrap().status, TxnStatus::Success);
+    assert_eq!(b.commit(tb).await.unwrap().status, TxnStatus::TryAgain);
+
+    // Removing members, some of which are not there.
+    wait_until(&mut b, "b sees 5 vlans", |i| {
+        i.replica().row("Bridge", &br).unwrap().get("flood_vlans").unwrap().len() == 5
+    })
+    .await;
+    let mut tb = b.txn();
+    tb.delete_partial_set("Bridge", &br, "flood_vlans", &ints(&[1, 5, 9]));
+    assert_eq!(b.commit(tb).await.unwrap().status, TxnStatus::Success);
+    assert_eq!(srv.vsctl_ok(&["get", "Bridge", "br0", "flood_vlans"]), "[2, 3, 4]\n");
+
+    // Maps: an existing key gets the new value, new keys are added, deleted
+    // keys go whatever their value.
+    wait_until(&mut a, "a sees 3 vlans", |i| {
+        i.replica().row("Bridge", &br).unwrap().get("flood_vlans").unwrap().len() == 3
+    })
+    .await;
+    let mut ta = a.txn();
+    ta.write_partial_map("Bridge", &br, "other_config", &smap(&[("k", "v2"), ("n", "1")]));
+    assert_eq!(a.commit(ta).await.unwrap().status, TxnStatus::Success);
+    assert_eq!(srv.vsctl_ok(&["get", "Bridge", "br0", "other_config"]), "{k=v2, n=\"1\"}\n");
+    let mut ta = a.txn();
+    ta.delete_partial_map("Bridge", &br, "other_config", &smap(&[("k", "ignored")]));
+    ta.write_partial_map("Bridge", &br, "other_config", &smap(&[("n", "1")])); // unchanged
+    assert_eq!(a.commit(ta).await.unwrap().status, TxnStatus::Success);
+    assert_eq!(srv.vsctl_ok(&["get", "Bridge", "br0", "other_config"]), "{n=\"1\"}\n");
+    // Nothing that would change the value: nothing is sent.
+    let mut ta = a.txn();
+    ta.write_partial_map("Bridge", &br, "other_config", &smap(&[("n", "1")]));
+    ta.delete_partial_map("Bridge", &br, "other_config", &smap(&[("k", "")]));
+    assert_eq!(a.commit(ta).await.unwrap().status, TxnStatus::Unchanged);
+
+    // The server checks the merged value: one tag too many is its
+    // constraint violation, in OVS's words on both servers.
+    srv.vsctl_ok(&["set", "Port", "br0", "tag=1"]);
+    let port = row_named(&a, "Port", "br0");
+    wait_until(&mut a, "a sees the tag", |i| !i.replica().row("Port", &port).unwrap().get("tag").unwrap().is_empty())
+        .await;
+    let mut ta = a.txn();
+    ta.write_partial_set("Port", &port, "tag", &ints(&[2]));
+    assert_eq!(
+        a.commit(ta).await.unwrap().status,
+        TxnStatus::Error(
+            r#"{"details":"Attempted to store 2 elements in set of up to 1 integers.","error":"constraint violation"}"#
+                .into()
+        )
+    );
+    assert_eq!(srv.vsctl_ok(&["get", "Port", "br0", "tag"]), "1\n");
+}
+
+#[tokio::test]
+async fn partial_updates_ours() {
+    partial_updates(false).await
+}
+#[tokio::test]
+async fn partial_updates_real() {
+    partial_updates(true).await
+}
+
 /// The server goes away and comes back: the replica is rebuilt.
 async fn reconnects(real: bool) {
     let mut srv = Server::start(real, "reconnect");

@@ -428,33 +428,33 @@ pub fn cmd_add(ctx: &mut Context) -> CmdResult {
     let Some(row) = ctx.get_row(&table.name, &id, must_exist)? else { return Ok(()) };
     check_mutable(ctx, table, &row, column)?;
     let ty = &column.type_;
-    let mut new = ctx.read(&table.name, &row, &column.name);
+    // The last command of an invocation adds with partial updates, which
+    // the server merges with whatever the column holds at commit: nothing is
+    // read or verified, so concurrent adds do not conflict, and the server
+    // reports a full column itself. Earlier commands rewrite the column, so
+    // that the commands after them see the result.
+    let mut new = match ctx.last_command {
+        true => Datum::empty_for(ty),
+        false => ctx.read(&table.name, &row, &column.name),
+    };
     let add_type = Type { min: 1, max: u64::MAX, ..ty.clone() };
     for i in 4..ctx.argv.len() {
         let arg = ctx.argv[i].clone();
         let add = ctx.datum_from_string(&add_type, &arg)?;
-        // ovsdb_datum_union keeps existing keys' values; but for the last
-        // command ovs-vsctl sends each pair as a partial map update, which
-        // replaces the value of a key that exists.
-        for (j, k) in add.keys.iter().enumerate() {
-            match new.keys.binary_search(k) {
-                Err(pos) => {
-                    new.keys.insert(pos, k.clone());
-                    if let (Some(nv), Some(av)) = (new.values.as_mut(), add.values.as_ref()) {
-                        nv.insert(pos, av[j].clone());
-                    }
-                }
-                Ok(pos) if ctx.last_command => {
-                    if let (Some(nv), Some(av)) = (new.values.as_mut(), add.values.as_ref()) {
-                        nv[pos] = av[j].clone();
-                    }
-                }
-                Ok(_) => {}
-            }
-        }
+        // Keys already present keep their value (ovsdb_datum_union); as a
+        // partial map update, a pair whose key the column has replaces its
+        // value.
+        new = new.union(&add);
     }
-    // For the last command ovs-vsctl leaves the size check to the server.
-    if !ctx.last_command && new.len() as u64 > ty.max {
+    if ctx.last_command {
+        match ty.is_map() {
+            true => ctx.txn.write_partial_map(&table.name, &row, &column.name, &new),
+            false => ctx.txn.write_partial_set(&table.name, &row, &column.name, &new),
+        }
+        ctx.invalidate_cache();
+        return Ok(());
+    }
+    if new.len() as u64 > ty.max {
         return fail(format!(
             "\"add\" operation would put {} {} in column {} of table {} but the maximum number is {}",
             new.len(),

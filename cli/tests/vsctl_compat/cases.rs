@@ -7,6 +7,8 @@
 //!   output whose order follows the UUIDs of rows made during the sequence,
 //!   which differ between the two servers. Rows made by the setup have the
 //!   same UUIDs on both sides, so anything about them is compared exactly.
+//! - A line `& N COMMAND` runs N copies of COMMAND at the same time on each
+//!   side, `{i}` replaced by the copy's number (1 to N).
 
 pub struct Case {
     pub name: &'static str,
@@ -756,6 +758,51 @@ pub const CASES: &[Case] = &[
             "add Port br0 tag 1",
             "add Port br0 tag 2",
             "get Port br0 tag",
+        ],
+    },
+    // The last command adds with partial updates (a mutate the server
+    // merges and checks); earlier ones rewrite the column.
+    Case {
+        name: "add_last_command_partial",
+        setup: VALUES,
+        cmds: &[
+            "add Bridge br0 other_config num=5",
+            "get Bridge br0 other_config:num",
+            "add Bridge br0 other_config num=6 -- get Bridge br0 other_config:num",
+            "get Bridge br0 other_config:num",
+            "add Bridge br0 other_config num=7 num=8 new=1",
+            "get Bridge br0 other_config",
+            "add Bridge br0 other_config new=1",
+            "add Port p1 tag 8",
+            "add Port p1 tag 8 -- get Port p1 tag",
+            "add Port p1 tag 7",
+            "get Port p1 tag",
+            "add Bridge br0 flood_vlans 1 -- add Bridge br0 flood_vlans 2 3",
+            "get Bridge br0 flood_vlans",
+            "add Bridge br0 flood_vlans 4096",
+            "add Open_vSwitch . external_ids a=1 b=2 -- add Open_vSwitch . external_ids b=3",
+            "get Open_vSwitch . external_ids",
+            "--if-exists add Bridge br9 flood_vlans 1",
+            "-- --id=@q create QoS type=linux-htb -- add Port p1 qos @q",
+            "list-ports br0",
+            "get Port p1 qos",
+            "add Port p1 qos {{QoS type=linux-htb}}",
+            "-- --id=@q create QoS type=linux-hfsc -- add Port p1 qos @q",
+        ],
+    },
+    // Concurrent runs adding to the same set and map: every addition lands.
+    // As the last command, add is a mutation that cannot conflict; before
+    // another command it verifies and rewrites, and the runs that lose
+    // retry (vsctl_mutate.rs checks on the wire that the former never do).
+    Case {
+        name: "add_concurrent",
+        setup: PORTS,
+        cmds: &[
+            "& 8 add Bridge br0 flood_vlans {i}",
+            "& 8 add Bridge br1 external_ids k{i}=v{i}",
+            "& 6 add Port p1 trunks {i}0 -- get Bridge br0 name",
+            "get Bridge br0 flood_vlans",
+            "get Port p1 trunks",
         ],
     },
     Case {

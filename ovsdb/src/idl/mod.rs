@@ -6,6 +6,7 @@
 //! belongs to a background task ([`session`]) that reconnects, answers
 //! echoes and probes; the [`Idl`] applies what it relays, in the server's
 //! order, whenever the caller awaits one of its methods.
+mod partial;
 mod replica;
 mod session;
 mod txn;

@@ -3,6 +3,8 @@
 //! travel as `named-uuid`s, updates carry only written columns, verified
 //! columns become `wait` operations so that a stale replica makes the commit
 //! fail with "try again" instead of overwriting someone else's change.
+//! Partial updates of sets and maps (see [`partial`](super::partial)) go out
+//! as `mutate` operations and need no verify.
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
@@ -11,9 +13,16 @@ use std::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::{atom::uuid_from_json, datum::Datum, schema::DatabaseSchema};
+use crate::{
+    atom::{Atom, uuid_from_json},
+    datum::Datum,
+    schema::DatabaseSchema,
+};
 
-use super::replica::Replica;
+use super::{
+    partial::{PartialOp, PartialOps},
+    replica::Replica,
+};
 
 /// How a commit ended (OVS's `enum ovsdb_idl_txn_status`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +66,8 @@ struct TxnRow {
     inserted: bool,
     deleted: bool,
     written: BTreeMap<String, Datum>,
+    /// Partial set/map updates by column, applied after `written`.
+    partial: BTreeMap<String, PartialOps>,
     /// Verified columns with the value read from the replica.
     prereqs: BTreeMap<String, Datum>,
     /// Verified while the replica did not have the row: the check is then
@@ -147,6 +158,7 @@ impl Txn {
                     inserted: false,
                     deleted: false,
                     written: BTreeMap::new(),
+                    partial: BTreeMap::new(),
                     prereqs: BTreeMap::new(),
                     verified_absent: false,
                 });
@@ -199,6 +211,88 @@ impl Txn {
         let r = self.row_mut(table, row);
         r.deleted = true;
         r.written.clear();
+        // OVS would still send the mutations, against a row that is gone;
+        // they can only fail or do nothing, so they go with the row.
+        r.partial.clear();
+    }
+
+    /// Adds the members of `elems` to set `column` of `row` without
+    /// rewriting the column (OVS's `ovsdb_idl_txn_write_partial_set`, one
+    /// call per member). Members already present are left as they are.
+    pub fn write_partial_set(&mut self, table: &str, row: &Uuid, column: &str, elems: &Datum) {
+        for k in &elems.keys {
+            self.add_partial(table, row, column, k, PartialOp::Insert(None), false);
+        }
+    }
+
+    /// Removes the members of `elems` from set `column` of `row`, if there
+    /// (OVS's `ovsdb_idl_txn_delete_partial_set`). Removing a member added
+    /// earlier in this transaction just cancels the addition.
+    pub fn delete_partial_set(&mut self, table: &str, row: &Uuid, column: &str, elems: &Datum) {
+        for k in &elems.keys {
+            self.add_partial(table, row, column, k, PartialOp::Delete, false);
+        }
+    }
+
+    /// Sets the keys of map `pairs` in map `column` of `row` to their values,
+    /// adding keys that are missing and replacing the values of keys that
+    /// exist (OVS's `ovsdb_idl_txn_write_partial_map`, one call per pair).
+    pub fn write_partial_map(&mut self, table: &str, row: &Uuid, column: &str, pairs: &Datum) {
+        let Some(values) = &pairs.values else {
+            self.fail(format!("partial map update of column {column} of table {table} without values"));
+            return;
+        };
+        for (k, v) in pairs.keys.iter().zip(values) {
+            self.add_partial(table, row, column, k, PartialOp::Insert(Some(v.clone())), true);
+        }
+    }
+
+    /// Removes the keys of `keys` (a set, or a map whose values are ignored)
+    /// from map `column` of `row`, whatever their values (OVS's
+    /// `ovsdb_idl_txn_delete_partial_map`).
+    pub fn delete_partial_map(&mut self, table: &str, row: &Uuid, column: &str, keys: &Datum) {
+        for k in &keys.keys {
+            self.add_partial(table, row, column, k, PartialOp::Delete, true);
+        }
+    }
+
+    /// Records one partial update after checking that the column has the
+    /// right kind (set or map) and the atoms the right types; constraints
+    /// on the merged value (sizes, ranges, references) are the server's to
+    /// check, as with OVS.
+    fn add_partial(&mut self, table: &str, row: &Uuid, column: &str, key: &Atom, op: PartialOp, is_map: bool) {
+        if !self.check_column(table, column) {
+            return;
+        }
+        let ty = &self.schema.tables[table].columns[column].type_;
+        let kind = if is_map { "map" } else { "set" };
+        if ty.is_map() != is_map {
+            self.fail(format!("partial {kind} update of column {column} of table {table}, which is not a {kind}"));
+            return;
+        }
+        let value_type = match &op {
+            PartialOp::Insert(Some(v)) => Some(v.atomic_type()),
+            _ => None,
+        };
+        if key.atomic_type() != ty.key.atype
+            || value_type.is_some_and(|vt| ty.value.as_ref().is_none_or(|t| t.atype != vt))
+        {
+            self.fail(format!(
+                "partial {kind} update of column {column} of table {table} with a value of the wrong type"
+            ));
+            return;
+        }
+        let r = self.row_mut(table, row);
+        if r.deleted {
+            let msg = format!("partial update of column {column} of deleted row {row} in table {table}");
+            self.fail(msg);
+            return;
+        }
+        let ops = r.partial.entry(column.to_string()).or_default();
+        ops.add(key.clone(), op, is_map);
+        if ops.is_empty() {
+            r.partial.remove(column);
+        }
     }
 
     /// Makes the commit fail with [`TxnStatus::TryAgain`] if `column` of
@@ -286,7 +380,9 @@ impl Txn {
 
     /// `column` of `row` as this transaction would leave it; `None` if the
     /// row does not exist (deleted here, or unknown) or the column is not
-    /// replicated.
+    /// replicated. Partial updates are not reflected, as in OVS's
+    /// `ovsdb_idl_read()`: their outcome depends on the server's value at
+    /// commit time.
     pub fn read(&self, replica: &Replica, table: &str, row: &Uuid, column: &str) -> Option<Datum> {
         if let Some(&i) = self.index.get(row) {
             let r = &self.rows[i];
@@ -333,6 +429,25 @@ impl Txn {
                 Value::Array(a.into_iter().map(|x| self.substitute(x)).collect())
             }
             other => other,
+        }
+    }
+
+    /// The value partial updates of `column` apply to: what this transaction
+    /// writes there, else what the replica has (the default for a new row).
+    fn partial_base(&self, replica: &Replica, r: &TxnRow, column: &str) -> Result<Datum, String> {
+        if let Some(v) = r.written.get(column) {
+            return Ok(v.clone());
+        }
+        let ty = &self.schema.tables[&r.table].columns[column].type_;
+        if r.inserted {
+            return Ok(Datum::default_for(ty));
+        }
+        match replica.row(&r.table, &r.uuid) {
+            // A row the replica does not know: the mutate will find nothing.
+            None => Ok(Datum::default_for(ty)),
+            Some(row) => row.get(column).cloned().ok_or_else(|| {
+                format!("partial update of column {column} of table {}, which is not replicated", r.table)
+            }),
         }
     }
 
@@ -409,6 +524,18 @@ impl Txn {
                     }
                 }
                 ops.push(json!({"op": "update", "table": r.table, "where": where_uuid(&r.uuid), "row": row}));
+            }
+            if !r.deleted && !r.partial.is_empty() {
+                let mut mutations = Vec::new();
+                for (c, partial) in &r.partial {
+                    let base = self.partial_base(replica, r, c)?;
+                    mutations.extend(partial.mutations(c, &base, ts.columns[c].type_.is_map()));
+                }
+                if !mutations.is_empty() {
+                    let (w, m) = (self.substitute(where_uuid(&r.uuid)), self.substitute(Value::Array(mutations)));
+                    ops.push(json!({"op": "mutate", "table": r.table, "where": w, "mutations": m}));
+                    any_updates = true;
+                }
             }
         }
 
@@ -709,6 +836,140 @@ mod tests {
         assert_eq!(p.params[1]["rows"], json!([]), "absent when verified: must still be absent");
         assert_eq!(p.params[1]["where"], where_uuid(&gone));
         assert_eq!(p.params[2]["rows"], json!([{"name": "br0"}]));
+    }
+
+    fn int_set(v: &[i64]) -> Datum {
+        Datum { keys: v.iter().map(|i| Atom::Integer(*i)).collect(), values: None }
+    }
+
+    fn str_map(pairs: &[(&str, &str)]) -> Datum {
+        Datum {
+            keys: pairs.iter().map(|p| s(p.0).keys[0].clone()).collect(),
+            values: Some(pairs.iter().map(|p| s(p.1).keys[0].clone()).collect()),
+        }
+    }
+
+    #[test]
+    fn wire_form_of_partial_updates() {
+        let (schema, mut replica, _, br) = setup();
+        replica
+            .apply(
+                UpdateFormat::V2,
+                &json!({"Bridge": {br.to_string(): {"modify": {"other_config": ["map", [["a", "1"], ["b", "2"]]], "flood_vlans": 5}}}}),
+                &mut Vec::new(),
+            )
+            .unwrap();
+        let mut t = txn(&schema);
+        t.write_partial_map("Bridge", &br, "other_config", &str_map(&[("a", "1"), ("b", "9"), ("c", "3")]));
+        t.delete_partial_map("Bridge", &br, "external_ids", &int_set(&[]));
+        t.write_partial_set("Bridge", &br, "flood_vlans", &int_set(&[7, 6]));
+        t.delete_partial_set("Bridge", &br, "flood_vlans", &int_set(&[5, 8]));
+        let p = t.prepare(&replica).unwrap().unwrap();
+        // One mutate for the row, columns in name order; no wait: partial
+        // updates need no verify.
+        assert_eq!(p.params.len(), 2);
+        assert_eq!(
+            p.params[1],
+            json!({"op": "mutate", "table": "Bridge", "where": where_uuid(&br), "mutations": [
+                ["flood_vlans", "delete", ["set", [5]]],
+                ["flood_vlans", "insert", ["set", [6, 7]]],
+                ["other_config", "delete", ["set", ["b"]]],
+                ["other_config", "insert", ["map", [["b", "9"], ["c", "3"]]]],
+            ]})
+        );
+        // Reads through the transaction do not see partial updates (OVS's
+        // ovsdb_idl_read()).
+        assert_eq!(t.read(&replica, "Bridge", &br, "flood_vlans"), Some(int_set(&[5])));
+
+        // Writes that would change nothing: nothing to send.
+        let mut t = txn(&schema);
+        t.write_partial_map("Bridge", &br, "other_config", &str_map(&[("a", "1")]));
+        t.delete_partial_set("Bridge", &br, "flood_vlans", &int_set(&[9]));
+        assert!(t.prepare(&replica).unwrap().is_none());
+    }
+
+    #[test]
+    fn partial_updates_after_a_whole_write_and_on_new_rows() {
+        let (schema, replica, ovs, br) = setup();
+        // The whole-column write goes out as the update and the partial
+        // updates apply on top of it, in a mutate that follows.
+        let mut t = txn(&schema);
+        t.write("Bridge", &br, "flood_vlans", int_set(&[1, 2]));
+        t.write_partial_set("Bridge", &br, "flood_vlans", &int_set(&[3]));
+        t.delete_partial_set("Bridge", &br, "flood_vlans", &int_set(&[1]));
+        let p = t.prepare(&replica).unwrap().unwrap();
+        assert_eq!(
+            p.params[1],
+            json!({"op": "update", "table": "Bridge", "where": where_uuid(&br), "row": {"flood_vlans": ["set", [1, 2]]}})
+        );
+        assert_eq!(
+            p.params[2]["mutations"],
+            json!([["flood_vlans", "delete", ["set", [1]]], ["flood_vlans", "insert", ["set", [3]]]])
+        );
+
+        // A row inserted here: the mutate names it, and references to new
+        // rows in the values become named-uuids too.
+        let mut t = txn(&schema);
+        let nb = t.insert("Bridge");
+        t.write("Bridge", &nb, "name", s("br1"));
+        t.write_partial_map("Bridge", &nb, "external_ids", &str_map(&[("k", "v")]));
+        t.write_partial_set("Open_vSwitch", &ovs, "bridges", &Datum::scalar(Atom::Uuid(nb)));
+        let p = t.prepare(&replica).unwrap().unwrap();
+        let name = row_name(&nb);
+        assert_eq!(p.params[1]["op"], "insert");
+        assert_eq!(
+            p.params[2],
+            json!({"op": "mutate", "table": "Bridge", "where": [["_uuid", "==", ["named-uuid", name]]],
+                   "mutations": [["external_ids", "insert", ["map", [["k", "v"]]]]]})
+        );
+        assert_eq!(p.params[3]["mutations"], json!([["bridges", "insert", ["set", [["named-uuid", name]]]]]));
+
+        // Deleting the row drops its partial updates.
+        let mut t = txn(&schema);
+        t.write_partial_set("Open_vSwitch", &ovs, "bridges", &Datum::scalar(Atom::Uuid(br)));
+        t.delete("Open_vSwitch", &ovs);
+        let p = t.prepare(&replica).unwrap().unwrap();
+        assert_eq!(p.params.len(), 2);
+        assert_eq!(p.params[1]["op"], "delete");
+    }
+
+    #[test]
+    fn partial_update_misuse() {
+        let (schema, replica, _, br) = setup();
+        type Misuse<'a> = Box<dyn Fn(&mut Txn) + 'a>;
+        let cases: Vec<(Misuse, &str)> = vec![
+            (Box::new(|t| t.write_partial_set("Bridge", &br, "other_config", &s("x"))), "not a set"),
+            (Box::new(|t| t.write_partial_map("Bridge", &br, "flood_vlans", &str_map(&[("a", "b")]))), "not a map"),
+            (Box::new(|t| t.write_partial_map("Bridge", &br, "other_config", &s("x"))), "without values"),
+            (Box::new(|t| t.write_partial_set("Bridge", &br, "flood_vlans", &s("x"))), "wrong type"),
+            (Box::new(|t| t.delete_partial_map("Bridge", &br, "other_config", &int_set(&[1]))), "wrong type"),
+            (Box::new(|t| t.write_partial_set("Bridge", &br, "nope", &int_set(&[1]))), "no column nope"),
+        ];
+        for (f, want) in cases {
+            let mut t = txn(&schema);
+            f(&mut t);
+            let e = t.prepare(&replica).unwrap_err();
+            assert!(e.contains(want), "{e:?} should mention {want:?}");
+        }
+        let mut t = txn(&schema);
+        t.delete("Bridge", &br);
+        t.write_partial_set("Bridge", &br, "flood_vlans", &int_set(&[1]));
+        assert!(t.error().unwrap().contains("deleted"));
+
+        // A column the replica does not have cannot be the base of a
+        // partial update.
+        let mut partial =
+            Replica::new(&schema, &BTreeMap::from([("Bridge".to_string(), vec!["name".to_string()])])).unwrap();
+        partial
+            .apply(
+                UpdateFormat::V2,
+                &json!({"Bridge": {br.to_string(): {"initial": {"name": "br0"}}}}),
+                &mut Vec::new(),
+            )
+            .unwrap();
+        let mut t = txn(&schema);
+        t.write_partial_set("Bridge", &br, "flood_vlans", &int_set(&[1]));
+        assert!(t.prepare(&partial).unwrap_err().contains("not replicated"));
     }
 
     #[test]

@@ -1,0 +1,216 @@
+//! What `oxvs vsctl add` sends, checked in the log of a real ovsdb-server
+//! (Debian's openvswitch packages, installed by `cargo xtask setup`) that
+//! records every JSON-RPC message: as with ovs-vsctl, the last command of an
+//! invocation adds with a `mutate` and no `wait`, so concurrent adds never
+//! have to be retried; an earlier one rewrites the column after a `wait`.
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+
+/// A real ovsdb-server logging JSON-RPC at debug level, in its own
+/// directory; killed by pid and removed when dropped.
+struct LoggedServer {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl LoggedServer {
+    fn start(tag: &str) -> LoggedServer {
+        for tool in ["ovsdb-tool", "ovsdb-server", "ovs-vsctl"] {
+            let ok = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+            assert!(ok, "{tool} is missing: run `cargo xtask setup` (Debian's openvswitch packages)");
+        }
+        let dir = std::env::temp_dir().join(format!("oxvs-vsctl-mutate-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("conf.db");
+        let o = Command::new("ovsdb-tool").arg("create").arg(&db).arg(SCHEMA).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let child = Command::new("ovsdb-server")
+            .arg(&db)
+            .arg(format!("--remote=punix:{}", dir.join("db.sock").display()))
+            .arg(format!("--unixctl={}", dir.join("ctl").display()))
+            .arg(format!("--log-file={}", dir.join("log").display()))
+            .args(["--no-chdir", "-vjsonrpc:file:dbg", "-vconsole:off"])
+            .env("OVS_RUNDIR", &dir)
+            .env("OVS_LOGDIR", &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = LoggedServer { dir, child };
+        let t = Instant::now();
+        while !s.dir.join("db.sock").exists() {
+            assert!(t.elapsed() < Duration::from_secs(10), "ovsdb-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn command(&self, ours: bool, args: &[&str]) -> Command {
+        let mut c = if ours {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_oxvs"));
+            c.arg("vsctl");
+            c
+        } else {
+            Command::new("ovs-vsctl")
+        };
+        c.arg(format!("--db=unix:{}", self.dir.join("db.sock").display()))
+            .args(["--no-wait", "--timeout=20"])
+            .args(args)
+            .env("OVS_RUNDIR", &self.dir);
+        c
+    }
+
+    fn run(&self, ours: bool, args: &[&str]) -> Output {
+        let o = self.command(ours, args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?} ({}): {}",
+            if ours { "ours" } else { "real" },
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap()
+    }
+
+    /// The operations of every `transact` the server received, in order.
+    fn transactions(&self) -> Vec<Vec<Value>> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("received request, method=\"transact\""))
+            .map(|l| {
+                let start = l.find("params=").unwrap() + "params=".len();
+                let end = l.rfind(", id=").unwrap();
+                let params: Value = serde_json::from_str(&l[start..end]).unwrap();
+                params.as_array().unwrap()[1..].to_vec()
+            })
+            .collect()
+    }
+}
+
+impl Drop for LoggedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An operation with UUIDs masked, the members of sets and maps sorted
+/// (their order on the wire is a hash order in OVS), and the comment
+/// (which names the program) left out.
+fn normalize(ops: &[Value]) -> Vec<Value> {
+    fn go(v: &Value) -> Value {
+        match v {
+            Value::String(s) if s.len() == 36 && uuid::Uuid::parse_str(s).is_ok() => Value::String("<uuid>".into()),
+            Value::Array(a) if a.len() == 2 && (a[0] == "set" || a[0] == "map") && a[1].is_array() => {
+                let mut members: Vec<Value> = a[1].as_array().unwrap().iter().map(go).collect();
+                members.sort_by_key(|m| m.to_string());
+                Value::Array(vec![a[0].clone(), Value::Array(members)])
+            }
+            Value::Array(a) => Value::Array(a.iter().map(go).collect()),
+            Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), go(v))).collect()),
+            other => other.clone(),
+        }
+    }
+    ops.iter().filter(|op| op["op"] != "comment").map(go).collect()
+}
+
+#[test]
+fn add_sends_the_same_operations_as_ovs_vsctl() {
+    let s = LoggedServer::start("wire");
+    for br in ["br0", "br1"] {
+        s.run(false, &["init", "--", "add-br", br, "--", "set", "Bridge", br, "flood_vlans=1"]);
+        s.run(false, &["set", "Bridge", br, "other_config:k=v", "external_ids:a=b"]);
+    }
+    let cmds: &[&[&str]] = &[
+        // Last command: one mutate, no wait.
+        &["add", "Bridge", "BR", "flood_vlans", "2", "3"],
+        // A key that exists gets the new value: delete + insert.
+        &["add", "Bridge", "BR", "other_config", "k=w", "n=1"],
+        // A pair that is there already changes nothing for a map...
+        &["add", "Bridge", "BR", "other_config", "n=1"],
+        // ...but a set member is still sent.
+        &["add", "Bridge", "BR", "flood_vlans", "1"],
+        // Not the last command: wait + whole-column update, then the last
+        // one's mutate.
+        &["add", "Bridge", "BR", "flood_vlans", "4", "--", "add", "Bridge", "BR", "external_ids", "c=d"],
+        // remove rewrites the column after a wait, as in OVS 3.1.
+        &["remove", "Bridge", "BR", "flood_vlans", "2"],
+    ];
+    // What each command sent, on each side: its transactions (none when
+    // it changes nothing).
+    let mut sent: [Vec<Vec<Vec<Value>>>; 2] = [Vec::new(), Vec::new()];
+    for (side, (ours, br)) in [(false, "br0"), (true, "br1")].into_iter().enumerate() {
+        for c in cmds {
+            let args: Vec<&str> = c.iter().map(|a| if *a == "BR" { br } else { a }).collect();
+            let before = s.transactions().len();
+            s.run(ours, &args);
+            sent[side].push(s.transactions()[before..].to_vec());
+        }
+    }
+    let [real, ours] = &sent;
+    for (i, (r, o)) in real.iter().zip(ours).enumerate() {
+        let norm = |txns: &[Vec<Value>]| txns.iter().map(|ops| normalize(ops)).collect::<Vec<_>>();
+        assert_eq!(norm(o), norm(r), "command {:?}", cmds[i]);
+    }
+    assert!(ours[2].is_empty(), "an unchanged map pair sends nothing");
+    assert_eq!(ours.iter().filter(|t| t.len() == 1).count(), cmds.len() - 1);
+    let ours: Vec<&Vec<Value>> = ours.iter().flatten().collect();
+    // And what they amount to: the mutations as OVS builds them.
+    let ops: Vec<Value> = normalize(ours[0]).iter().map(|op| op["op"].clone()).collect();
+    assert_eq!(ops, ["mutate"]);
+    assert_eq!(
+        normalize(ours[1])[0]["mutations"],
+        serde_json::json!([
+            ["other_config", "delete", ["set", ["k"]]],
+            ["other_config", "insert", ["map", [["k", "w"], ["n", "1"]]]]
+        ])
+    );
+    let show =
+        |ours: bool, br: &str, col: &str| String::from_utf8(s.run(ours, &["get", "Bridge", br, col]).stdout).unwrap();
+    for br in ["br0", "br1"] {
+        assert_eq!(show(false, br, "flood_vlans"), "[1, 3, 4]\n");
+        assert_eq!(show(false, br, "other_config"), "{k=w, n=\"1\"}\n");
+        assert_eq!(show(false, br, "external_ids"), "{a=b, c=d}\n");
+    }
+}
+
+#[test]
+fn concurrent_adds_are_never_retried() {
+    let s = LoggedServer::start("concurrent");
+    s.run(false, &["init", "--", "add-br", "br0"]);
+    let before = s.transactions().len();
+    let children: Vec<Child> = (1..=12)
+        .map(|i| {
+            let vlan = i.to_string();
+            s.command(true, &["add", "Bridge", "br0", "flood_vlans", &vlan])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = s.run(false, &["get", "Bridge", "br0", "flood_vlans"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]\n");
+    // One transaction per run, none of them with a wait that could fail.
+    let txns = s.transactions();
+    let adds = &txns[before..txns.len()];
+    assert_eq!(adds.len(), 12, "one transaction per run, no retries");
+    assert!(adds.iter().flatten().all(|op| op["op"] != "wait"));
+    assert!(!s.log().contains("timed out"));
+}
