@@ -47,7 +47,7 @@ pub static OXVS_UPCALLS: RingBuf = RingBuf::with_byte_size(UPCALL_RING_BYTES, 0)
 #[map]
 pub static OXVS_BUCKETS: Array<UpcallBucket> = Array::with_max_entries(MAX_PORTS, 0);
 #[map]
-pub static OXVS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::N, 0);
+pub static OXVS_COUNTERS: PerCpuArray<DpCounters> = PerCpuArray::with_max_entries(1, 0);
 
 /// The actions of one `execute` call (written by userspace under a lock).
 #[map]
@@ -75,11 +75,26 @@ pub fn config() -> Option<&'static DpConfig> {
     OXVS_CONFIG.get(0)
 }
 
+/// This CPU's counters; the packet path looks them up once and bumps them
+/// through the pointer.
+#[inline(always)]
+pub fn counters() -> Option<*mut DpCounters> {
+    OXVS_COUNTERS.get_ptr_mut(0)
+}
+
+/// Bumps one counter (for the paths that don't hold the pointer already).
 #[inline(always)]
 pub fn count(idx: u32) {
-    if let Some(c) = OXVS_COUNTERS.get_ptr_mut(idx) {
-        // SAFETY: per-CPU value, no concurrent writer.
-        unsafe { *c += 1 };
+    if let Some(c) = counters() {
+        bump(c, idx);
+    }
+}
+
+#[inline(always)]
+pub fn bump(c: *mut DpCounters, idx: u32) {
+    if idx < counter::N {
+        // SAFETY: a per-CPU value (no concurrent writer), index checked.
+        unsafe { (*c).n[idx as usize] += 1 };
     }
 }
 

@@ -146,15 +146,47 @@ pub struct MegaflowKey {
     pub hash: u64,
 }
 
-/// The hash of `key & mask`, the same on both sides of the map.
+/// Odd multipliers, one per key word, so equal values in different words
+/// hash differently.
+const WORD_MUL: [u64; FLOW_KEY_WORDS] = [
+    0x9e37_79b9_7f4a_7c15,
+    0xbf58_476d_1ce4_e5b9,
+    0x94d0_49bb_1331_11eb,
+    0xd6e8_feb8_6659_fd93,
+    0xa076_1d64_78bd_642f,
+    0xe703_7ed1_a0b4_28db,
+    0x8ebc_6af0_9c88_c6e3,
+    0x5899_65cc_7537_4cc3,
+    0x1d8e_4e27_c47d_124f,
+    0xc2b2_ae3d_27d4_eb4f,
+    0x1656_67b1_9e37_79f9,
+    0x27d4_eb2f_1656_67c5,
+    0x85eb_ca77_c2b2_ae63,
+];
+
+/// One word's share of a key hash: a bijection of `x` (an odd multiply, then
+/// the high half folded into the low), 0 for 0.
+#[inline(always)]
+pub fn word_hash(i: usize, x: u64) -> u64 {
+    let y = x.wrapping_mul(WORD_MUL[i]);
+    y ^ (y >> 32)
+}
+
+/// The hash of `key & mask`, the same on both sides of the map: the sum of
+/// the words' [`word_hash`]es. The words hash independently (no chain of
+/// multiplies, each waiting for the last), and a word the mask clears adds 0,
+/// so the datapath skips those words: most masks keep a few of the 13. Two
+/// keys that differ in one word never collide (`word_hash` is a bijection);
+/// the datapath compares the full masked key anyway.
 #[inline(always)]
 pub fn masked_hash(key: &FlowKey, mask: &FlowKey) -> u64 {
     let (k, m) = (key.words(), mask.words());
-    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    let mut h: u64 = 0;
     let mut i = 0;
     while i < FLOW_KEY_WORDS {
-        h = (h ^ (k[i] & m[i])).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^= h >> 31;
+        if m[i] != 0 {
+            h = h.wrapping_add(word_hash(i, k[i] & m[i]));
+        }
         i += 1;
     }
     h
@@ -338,8 +370,17 @@ pub struct UpcallRecord {
     pub data: [u8; UPCALL_MAX_BYTES],
 }
 
-/// Datapath-wide counters (per CPU, summed by userspace), indices into the
-/// counters array.
+/// Datapath-wide counters, the one element of the per-CPU counters map (summed
+/// over CPUs by userspace). One element rather than one per counter: the
+/// datapath finds them with one map lookup per packet, however many it bumps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DpCounters {
+    /// Indexed by the [`counter`] constants.
+    pub n: [u64; counter::N as usize],
+}
+
+/// Datapath-wide counters: indices into [`DpCounters::n`].
 pub mod counter {
     /// Packets the program saw.
     pub const RX: u32 = 0;
@@ -438,4 +479,77 @@ mod pod {
     unsafe impl aya::Pod for DpConfig {}
     unsafe impl aya::Pod for PortInfo {}
     unsafe impl aya::Pod for UpcallBucket {}
+    unsafe impl aya::Pod for DpCounters {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    /// The plain definition: every word's share summed, masked words included.
+    fn hash_all_words(key: &FlowKey, mask: &FlowKey) -> u64 {
+        let m = key.masked(mask);
+        m.words().iter().enumerate().fold(0u64, |h, (i, w)| h.wrapping_add(word_hash(i, *w)))
+    }
+
+    fn key(seed: u64) -> FlowKey {
+        let mut k = FlowKey::zeroed();
+        let mut x = seed;
+        for w in k.words_mut() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *w = x;
+        }
+        k
+    }
+
+    #[test]
+    fn skipping_cleared_words_changes_nothing() {
+        let mut mask = FlowKey::zeroed();
+        mask.in_port = u32::MAX;
+        mask.tp_dst = u16::MAX;
+        mask.nw_src[..3].copy_from_slice(&[255, 255, 255]);
+        for s in 0..100 {
+            let k = key(s);
+            assert_eq!(masked_hash(&k, &mask), hash_all_words(&k, &mask));
+        }
+        assert_eq!(masked_hash(&key(7), &FlowKey::zeroed()), 0, "an all-wildcard mask hashes every key to 0");
+    }
+
+    #[test]
+    fn only_masked_bits_count() {
+        let mut mask = FlowKey::zeroed();
+        mask.in_port = u32::MAX;
+        let (mut a, mut b) = (key(1), key(2));
+        a.in_port = 5;
+        b.in_port = 5;
+        assert_eq!(masked_hash(&a, &mask), masked_hash(&b, &mask));
+        b.in_port = 6;
+        assert_ne!(masked_hash(&a, &mask), masked_hash(&b, &mask));
+    }
+
+    #[test]
+    fn word_hash_is_injective_and_zero_at_zero() {
+        assert_eq!(word_hash(3, 0), 0);
+        // One word differs: never the same hash (a bijection of the word).
+        let mut seen = std::collections::HashSet::new();
+        for x in 0..100_000u64 {
+            assert!(seen.insert(word_hash(6, x << 17)));
+        }
+    }
+
+    #[test]
+    fn equal_values_in_different_words_hash_apart() {
+        let full = {
+            let mut m = FlowKey::zeroed();
+            m.words_mut().iter_mut().for_each(|w| *w = u64::MAX);
+            m
+        };
+        let (mut a, mut b) = (FlowKey::zeroed(), FlowKey::zeroed());
+        a.words_mut()[4] = 0x0a00_0001;
+        a.words_mut()[6] = 0x0a00_0002;
+        b.words_mut()[4] = 0x0a00_0002;
+        b.words_mut()[6] = 0x0a00_0001;
+        assert_ne!(masked_hash(&a, &full), masked_hash(&b, &full));
+    }
 }

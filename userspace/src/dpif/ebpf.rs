@@ -119,7 +119,7 @@ struct Maps {
     /// ifindex → port + 1 for small ifindexes (what the datapath reads first).
     ifport_array: Array<MapData, u32>,
     tx: DevMap<MapData>,
-    counters: PerCpuArray<MapData, u64>,
+    counters: PerCpuArray<MapData, DpCounters>,
     buckets: Array<MapData, UpcallBucket>,
 }
 
@@ -472,9 +472,10 @@ impl EbpfDatapath {
         for hook in ["xdp", "tc"] {
             let p = self.link_path(hook, ifindex);
             if let Ok(l) = PinnedLink::from_pin(&p)
-                && let Ok(fd) = l.unpin() {
-                    let _ = fd.detach();
-                }
+                && let Ok(fd) = l.unpin()
+            {
+                let _ = fd.detach();
+            }
             let _ = fs::remove_file(&p);
         }
     }
@@ -705,9 +706,11 @@ impl EbpfDatapath {
 
     pub fn stats(&self) -> Result<DpStats, DpError> {
         let mut s = DpStats { n_flows: 0, n_masks: self.order.len(), ..Default::default() };
-        for i in 0..counter::N {
-            let v = self.maps.counters.get(&i, 0).map_err(|e| io_err("counters", e))?;
-            s.counters[i as usize] = v.iter().sum();
+        let per_cpu = self.maps.counters.get(&0, 0).map_err(|e| io_err("counters", e))?;
+        for cpu in per_cpu.iter() {
+            for (sum, v) in s.counters.iter_mut().zip(cpu.n.iter()) {
+                *sum += v;
+            }
         }
         // A packet XDP hands to tc is received and looked up once more there:
         // count it once.
