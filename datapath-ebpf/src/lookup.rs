@@ -29,17 +29,20 @@ fn key_eq(a: &FlowKey, b: &FlowKey) -> bool {
     diff == 0
 }
 
-/// Probes mask `mask_id`: the megaflow hash by `(mask_id, hash(key & mask))`,
-/// then the entry's masked key compared word by word (a hash collision is
-/// a miss for this mask). Leaves the lookup key in `s.lookup`.
+/// Probes mask `mask_id`: the megaflow hash by `megaflow_hash(mask_id, key,
+/// mask)`, then the entry's mask id and masked key compared (a hash
+/// collision is a miss for this mask). Leaves the lookup key in `s.lookup`.
 #[inline(always)]
 fn probe(s: &mut Scratch, ctr: *mut DpCounters, mask_id: u32) -> Option<*const FlowEntry> {
     let m = OXVS_MASKS.get(mask_id)?;
-    s.lookup.mask_id = mask_id;
-    s.lookup.hash = masked_hash(&s.key, &m.mask);
+    s.lookup.hash = megaflow_hash(mask_id, &s.key, &m.mask);
     maps::bump(ctr, counter::MASK_LOOKUPS);
     let f = OXVS_FLOWS.get_ptr(&s.lookup)?;
     // SAFETY: a megaflow map value, valid for this run.
+    if unsafe { (*f).mask_id } != mask_id {
+        return None;
+    }
+    // SAFETY: as above.
     let fk = unsafe { (*f).key.words() };
     let (k, mw) = (s.key.words(), m.mask.words());
     let mut diff = 0u64;

@@ -346,11 +346,11 @@ impl EbpfDatapath {
         let mut used = vec![false; self.max_flows as usize];
         self.mask_refs = vec![0; self.max_masks as usize];
         for kv in self.maps.flows.iter() {
-            let (k, v) = kv.map_err(|e| io_err("read flows", e))?;
+            let (_, v) = kv.map_err(|e| io_err("read flows", e))?;
             if let Some(u) = used.get_mut(v.slot as usize) {
                 *u = true;
             }
-            if let Some(r) = self.mask_refs.get_mut(k.mask_id as usize) {
+            if let Some(r) = self.mask_refs.get_mut(v.mask_id as usize) {
                 *r += 1;
             }
         }
@@ -571,16 +571,16 @@ impl EbpfDatapath {
         Ok(())
     }
 
-    fn megaflow_key(&self, m: &FlowKey, key: &FlowKey) -> Option<MegaflowKey> {
+    fn megaflow_key(&self, m: &FlowKey, key: &FlowKey) -> Option<(u32, MegaflowKey)> {
         let id = *self.mask_ids.get(m)?;
-        Some(MegaflowKey { mask_id: id, _pad: 0, hash: masked_hash(key, m) })
+        Some((id, MegaflowKey { hash: megaflow_hash(id, key, m) }))
     }
 
     /// The stored entry of exactly this flow (same mask, same masked key).
     fn lookup_flow(&self, key: &FlowKey, mask: &FlowKey) -> Option<(MegaflowKey, FlowEntry)> {
-        let mk = self.megaflow_key(mask, key)?;
+        let (id, mk) = self.megaflow_key(mask, key)?;
         let e = self.maps.flows.get(&mk, 0).ok()?;
-        (e.key == key.masked(mask)).then_some((mk, e))
+        (e.mask_id == id && e.key == key.masked(mask)).then_some((mk, e))
     }
 
     fn read_stats(&self, slot: u32) -> Result<FlowStatsSum, DpError> {
@@ -606,12 +606,10 @@ impl EbpfDatapath {
         clear: bool,
     ) -> Result<(), DpError> {
         let entry_template = FlowEntry { key: key.masked(mask), ..build_entry(key, mask, actions)? };
-        if let Some(mk) = self.megaflow_key(mask, key) {
+        if let Some((id, mk)) = self.megaflow_key(mask, key) {
             if let Ok(other) = self.maps.flows.get(&mk, 0) {
-                if other.key != entry_template.key {
-                    // 64-bit hashes of two keys of one mask collide: vanishingly
-                    // rare, and refused rather than mixed up.
-                    return Err(DpError::Invalid("flow hash collides with another flow of the same mask".into()));
+                if other.mask_id != id || other.key != entry_template.key {
+                    return Err(hash_collision());
                 }
             }
         }
@@ -620,7 +618,7 @@ impl EbpfDatapath {
                 if !modify {
                     return Err(DpError::FlowExists);
                 }
-                let entry = FlowEntry { slot: old.slot, ..entry_template };
+                let entry = FlowEntry { slot: old.slot, mask_id: old.mask_id, ..entry_template };
                 if clear {
                     self.zero_stats(old.slot)?;
                 }
@@ -633,14 +631,16 @@ impl EbpfDatapath {
                 let slot = *self.free_slots.last().ok_or(DpError::TableFull(self.max_flows))?;
                 let id = self.mask_id_for(mask)?;
                 self.zero_stats(slot)?;
-                let mk = MegaflowKey { mask_id: id, _pad: 0, hash: masked_hash(key, mask) };
-                let entry = FlowEntry { slot, ..entry_template };
+                let mk = MegaflowKey { hash: megaflow_hash(id, key, mask) };
+                let entry = FlowEntry { slot, mask_id: id, ..entry_template };
                 if let Err(e) = self.maps.flows.insert(mk, entry, 1 /* BPF_NOEXIST */) {
                     if self.mask_refs[id as usize] == 0 {
                         self.mask_refs[id as usize] = 1;
                         let _ = self.release_mask(id);
                     }
-                    return Err(io_err("flows", e));
+                    // A new mask's flow whose key another mask's flow holds.
+                    let taken = matches!(&e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EEXIST));
+                    return Err(if taken { hash_collision() } else { io_err("flows", e) });
                 }
                 self.free_slots.pop();
                 self.mask_refs[id as usize] += 1;
@@ -666,7 +666,7 @@ impl EbpfDatapath {
         self.maps.flows.remove(&mk).map_err(|_| DpError::NoSuchFlow)?;
         let stats = self.read_stats(e.slot)?;
         self.free_slots.push(e.slot);
-        self.release_mask(mk.mask_id)?;
+        self.release_mask(e.mask_id)?;
         Ok(stats)
     }
 
@@ -688,10 +688,10 @@ impl EbpfDatapath {
         let masks: StdHashMap<u32, FlowKey> = self.mask_ids.iter().map(|(m, id)| (*id, *m)).collect();
         let mut out = Vec::new();
         for kv in self.maps.flows.iter() {
-            let (k, e) = kv.map_err(|e| io_err("read flows", e))?;
-            let mask = match masks.get(&k.mask_id) {
+            let (_, e) = kv.map_err(|e| io_err("read flows", e))?;
+            let mask = match masks.get(&e.mask_id) {
                 Some(m) => *m,
-                None => self.maps.masks.get(&k.mask_id, 0).map_err(|e| io_err("masks", e))?.mask,
+                None => self.maps.masks.get(&e.mask_id, 0).map_err(|e| io_err("masks", e))?.mask,
             };
             out.push(DpFlow {
                 key: e.key,
@@ -811,6 +811,12 @@ fn verifier_err(prog: &str, e: aya::programs::ProgramError) -> DpError {
 }
 
 /// Checks a flow against what the datapath can do and encodes it.
+/// Two different flows with one 64-bit megaflow hash: vanishingly rare, and
+/// refused rather than mixed up.
+fn hash_collision() -> DpError {
+    DpError::Invalid("flow hash collides with another flow".into())
+}
+
 fn build_entry(key: &FlowKey, mask: &FlowKey, actions: &[Action]) -> Result<FlowEntry, DpError> {
     if actions.len() > MAX_ACTIONS {
         return Err(DpError::Invalid(format!("too many actions ({}, at most {MAX_ACTIONS})", actions.len())));
