@@ -493,6 +493,13 @@ pub fn run(opts: Opts) -> Result<()> {
         println!("  {:<13} ready in {:.1} s", kind.name(), t.elapsed().as_secs_f64());
     }
     let mut report = Report::default();
+    if opts.test_run_only {
+        test_runs(&mut rigs, &opts, &mut report)?;
+        program_sizes(&rigs, &mut report)?;
+        drop(rigs);
+        report.print_figures();
+        return Ok(());
+    }
     traffic(&mut rigs, &opts, &mut report)?;
     test_runs(&mut rigs, &opts, &mut report)?;
     program_sizes(&rigs, &mut report)?;
