@@ -54,6 +54,20 @@ pub fn oxvs_xdp_exec(ctx: XdpContext) -> u32 {
     }
 }
 
+/// `clock`: both clocks at one moment, for userspace to convert the jiffies
+/// in flow stats (run with BPF_PROG_TEST_RUN; the frame is ignored).
+#[xdp]
+pub fn oxvs_clock(_ctx: XdpContext) -> u32 {
+    if let Some(c) = maps::OXVS_CLOCK.get_ptr_mut(0) {
+        // SAFETY: a map value; userspace reads it after this run.
+        unsafe {
+            (*c).jiffies = maps::jiffies();
+            (*c).ns = maps::now_ns();
+        }
+    }
+    xdp_action::XDP_DROP
+}
+
 #[classifier]
 pub fn oxvs_tc(ctx: TcContext) -> i32 {
     let mut h = TcHook { ctx };

@@ -40,6 +40,13 @@ fn ping(hook: Hook) {
     let (p1, _) = t.flow_stats("in_port(1),");
     let (p2, _) = t.flow_stats("in_port(2),");
     assert!(p1 >= 3 && p2 >= 3, "counters {p1} {p2}");
+    // `used` (jiffies in the datapath, CLOCK_MONOTONIC once converted): the
+    // last ping was just now, and it ages with the wall clock.
+    let used = t.flow_used_secs("in_port(1),").expect("a flow that carried packets was used");
+    assert!((0.0..2.0).contains(&used), "used {used}s ago");
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = t.flow_used_secs("in_port(1),").unwrap();
+    assert!((1.3..3.0).contains(&(later - used)), "used {used}s ago, then {later}s ago 1.5 s later");
     // Deleting the flows stops the traffic again.
     t.dpctl_ok(&["del-flows"]);
     assert!(!t.ping(&t.a, "10.0.0.2", 1));

@@ -292,8 +292,10 @@ impl Default for FlowEntry {
 pub struct FlowStats {
     pub packets: u64,
     pub bytes: u64,
-    /// `bpf_ktime_get_ns()` of the last hit (CLOCK_MONOTONIC), 0 = never.
-    pub used_ns: u64,
+    /// `bpf_jiffies64()` at the last hit, 0 = never. Jiffies because reading
+    /// them is inlined (a load), where a clock helper cost ~14 ns a packet;
+    /// userspace converts them to CLOCK_MONOTONIC with a [`ClockSample`].
+    pub used_jiffies: u64,
     /// OR of the TCP flags seen (host order).
     pub tcp_flags: u16,
     pub _pad: [u8; 6],
@@ -307,6 +309,18 @@ pub struct EmcEntry {
     pub mask_id: u32,
     /// Equal to `DpConfig::emc_gen` when valid.
     pub generation: u32,
+}
+
+/// Both clocks read at one moment by the `oxvs_clock` program (run by
+/// userspace with BPF_PROG_TEST_RUN), element 0 of the clock map: what
+/// userspace needs to turn the jiffies in [`FlowStats`] into CLOCK_MONOTONIC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClockSample {
+    /// `bpf_jiffies64()`.
+    pub jiffies: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ns: u64,
 }
 
 /// Global datapath configuration, element 0 of the config array.
@@ -323,7 +337,9 @@ pub struct DpConfig {
     pub upcall_burst: u32,
     /// `DP_F_*` bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// Nanoseconds per jiffy (1e9 / the kernel's HZ), measured by userspace
+    /// when it creates the datapath.
+    pub jiffy_ns: u32,
 }
 
 /// `DpConfig::flags`: don't use the exact-match cache (the walk alone; for
@@ -441,8 +457,9 @@ pub mod maps {
     pub const COUNTERS: &str = "OXVS_COUNTERS";
     pub const SCRATCH: &str = "OXVS_SCRATCH";
     pub const EXEC: &str = "OXVS_EXEC";
+    pub const CLOCK: &str = "OXVS_CLOCK";
     /// Every map, for pinning and takeover.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         FLOWS,
         MASKS,
         MASK_ORDER,
@@ -459,6 +476,7 @@ pub mod maps {
         COUNTERS,
         SCRATCH,
         EXEC,
+        CLOCK,
     ];
 }
 
@@ -466,6 +484,8 @@ pub mod maps {
 pub const PROG_XDP: &str = "oxvs_xdp";
 pub const PROG_TC: &str = "oxvs_tc";
 pub const PROG_XDP_EXEC: &str = "oxvs_xdp_exec";
+/// Writes a [`ClockSample`]; run by userspace with BPF_PROG_TEST_RUN.
+pub const PROG_CLOCK: &str = "oxvs_clock";
 
 /// Default capacities (overridable at load time).
 pub const DEFAULT_MAX_FLOWS: u32 = 200_000;
@@ -494,6 +514,7 @@ mod pod {
     unsafe impl aya::Pod for PortInfo {}
     unsafe impl aya::Pod for UpcallBucket {}
     unsafe impl aya::Pod for DpCounters {}
+    unsafe impl aya::Pod for ClockSample {}
 }
 
 #[cfg(test)]

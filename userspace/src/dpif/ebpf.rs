@@ -26,7 +26,7 @@ use aya::{
 };
 use oxvs_dp_abi::{self as abi, *};
 
-use super::{DpError, FlowStatsSum, Upcall};
+use super::{DpError, FlowStatsSum, JiffiesClock, Upcall};
 use crate::netdev;
 
 /// Where and how big a datapath is.
@@ -147,6 +147,9 @@ pub struct EbpfDatapath {
     max_masks: u32,
     exec: Mutex<Exec>,
     ncpus: usize,
+    /// `oxvs_clock` and the map it writes, for converting the jiffies in flow stats.
+    clock_prog: Xdp,
+    clock_map: Array<MapData, ClockSample>,
 }
 
 #[cfg(not(oxvs_no_ebpf))]
@@ -238,7 +241,7 @@ impl EbpfDatapath {
                 .map_max_entries(abi::maps::MASK_HITS, opts.max_masks)
                 .load(OBJECT)
                 .map_err(|e| io_err("load eBPF object", e))?;
-            for prog in [PROG_XDP, PROG_XDP_EXEC] {
+            for prog in [PROG_XDP, PROG_XDP_EXEC, PROG_CLOCK] {
                 let p: &mut Xdp = ebpf
                     .program_mut(prog)
                     .ok_or_else(|| DpError::Bpf(format!("program {prog} missing from object")))?
@@ -265,9 +268,11 @@ impl EbpfDatapath {
             return Err(e);
         }
         let mut dp = Self::open(opts)?;
+        let jiffy_ns = dp.measure_jiffy()?;
         dp.set_config(|c| {
             c.upcall_rate = opts.upcall_rate;
             c.upcall_burst = opts.upcall_burst;
+            c.jiffy_ns = jiffy_ns;
         })?;
         Ok(dp)
     }
@@ -301,6 +306,9 @@ impl EbpfDatapath {
             actions: Array::try_from(Map::Array(m(abi::maps::EXEC)?)).map_err(|e| conv("exec", e))?,
             prog: None,
         };
+        let clock_map = Array::try_from(Map::Array(m(abi::maps::CLOCK)?)).map_err(|e| conv("clock", e))?;
+        let clock_prog = Xdp::from_pin(dir.join("progs").join(PROG_CLOCK), aya_obj::programs::XdpAttachType::Interface)
+            .map_err(|e| io_err("open clock program", e))?;
         let max_flows = maps.stats.len();
         let max_masks = maps.masks.len();
         let ncpus = aya::util::nr_cpus().map_err(|(w, e)| io_err(w, e))?;
@@ -317,6 +325,8 @@ impl EbpfDatapath {
             max_masks,
             exec: Mutex::new(exec),
             ncpus,
+            clock_prog,
+            clock_map,
         };
         dp.rebuild_index()?;
         Ok(dp)
@@ -583,9 +593,40 @@ impl EbpfDatapath {
         (e.mask_id == id && e.key == key.masked(mask)).then_some((mk, e))
     }
 
-    fn read_stats(&self, slot: u32) -> Result<FlowStatsSum, DpError> {
+    fn read_stats(&self, slot: u32, clock: &JiffiesClock) -> Result<FlowStatsSum, DpError> {
         let v = self.maps.stats.get(&slot, 0).map_err(|e| io_err("flow stats", e))?;
-        Ok(FlowStatsSum::sum(v.iter()))
+        Ok(FlowStatsSum::sum(v.iter(), clock))
+    }
+
+    /// Jiffies and CLOCK_MONOTONIC as the datapath reads them, now.
+    fn clock_sample(&self) -> Result<ClockSample, DpError> {
+        let fd = self.clock_prog.fd().map_err(|e| io_err("clock program", e))?.as_fd().as_raw_fd();
+        // The program ignores the frame; test runs want at least an Ethernet header.
+        crate::dpif::test_run::run_xdp(fd, &[0u8; 64], 0, 1)
+            .map_err(|e| io_err("read the datapath's clocks (BPF_PROG_TEST_RUN)", e))?;
+        self.clock_map.get(&0, 0).map_err(|e| io_err("clock map", e))
+    }
+
+    /// How long a jiffy is on this kernel: two clock samples 50 ms apart.
+    fn measure_jiffy(&self) -> Result<u32, DpError> {
+        for _ in 0..3 {
+            let a = self.clock_sample()?;
+            std::thread::sleep(Duration::from_millis(50));
+            let b = self.clock_sample()?;
+            if let Some(j) = JiffiesClock::jiffy_ns_between(&a, &b) {
+                return Ok(j.min(u32::MAX as u64) as u32);
+            }
+        }
+        Err(DpError::Bpf("the kernel's jiffies don't advance: can't time flows' last use".into()))
+    }
+
+    /// For turning the jiffies in flow stats into CLOCK_MONOTONIC.
+    fn jiffies_clock(&self) -> Result<JiffiesClock, DpError> {
+        let jiffy_ns = self.config()?.jiffy_ns as u64;
+        if jiffy_ns == 0 {
+            return Err(DpError::Bpf("the datapath's jiffy length is unset (created by an older oxvs?)".into()));
+        }
+        Ok(JiffiesClock { sample: self.clock_sample()?, jiffy_ns })
     }
 
     fn zero_stats(&mut self, slot: u32) -> Result<(), DpError> {
@@ -656,7 +697,7 @@ impl EbpfDatapath {
             mask: *mask,
             actions: e.actions[..(e.n_actions as usize).min(MAX_ACTIONS)].to_vec(),
             tc_only: e.flags & FLOW_F_TC_ONLY != 0,
-            stats: self.read_stats(e.slot)?,
+            stats: self.read_stats(e.slot, &self.jiffies_clock()?)?,
         })
     }
 
@@ -664,7 +705,7 @@ impl EbpfDatapath {
     pub fn flow_del(&mut self, key: &FlowKey, mask: &FlowKey) -> Result<FlowStatsSum, DpError> {
         let (mk, e) = self.lookup_flow(key, mask).ok_or(DpError::NoSuchFlow)?;
         self.maps.flows.remove(&mk).map_err(|_| DpError::NoSuchFlow)?;
-        let stats = self.read_stats(e.slot)?;
+        let stats = self.read_stats(e.slot, &self.jiffies_clock()?)?;
         self.free_slots.push(e.slot);
         self.release_mask(e.mask_id)?;
         Ok(stats)
@@ -686,6 +727,7 @@ impl EbpfDatapath {
 
     pub fn flow_dump(&self) -> Result<Vec<DpFlow>, DpError> {
         let masks: StdHashMap<u32, FlowKey> = self.mask_ids.iter().map(|(m, id)| (*id, *m)).collect();
+        let clock = self.jiffies_clock()?;
         let mut out = Vec::new();
         for kv in self.maps.flows.iter() {
             let (_, e) = kv.map_err(|e| io_err("read flows", e))?;
@@ -698,7 +740,7 @@ impl EbpfDatapath {
                 mask,
                 actions: e.actions[..(e.n_actions as usize).min(MAX_ACTIONS)].to_vec(),
                 tc_only: e.flags & FLOW_F_TC_ONLY != 0,
-                stats: self.read_stats(e.slot)?,
+                stats: self.read_stats(e.slot, &clock)?,
             });
         }
         Ok(out)
