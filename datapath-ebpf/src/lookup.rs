@@ -5,7 +5,7 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::bpf_loop;
 use oxvs_dp_abi::*;
 
-use crate::maps::{self, OXVS_EMC, OXVS_FLOWS, OXVS_MASK_HITS, OXVS_MASK_ORDER, OXVS_MASKS, Scratch};
+use crate::maps::{self, OXVS_EMC, OXVS_FLOWS, OXVS_MASK_FLT, OXVS_MASK_HITS, OXVS_MASK_ORDER, OXVS_MASKS, Scratch};
 
 /// The exact-match cache's index hash of the whole key (words hashed
 /// independently, as `masked_hash` does, then folded).
@@ -29,14 +29,25 @@ fn key_eq(a: &FlowKey, b: &FlowKey) -> bool {
     diff == 0
 }
 
-/// Probes mask `mask_id`: the megaflow hash by `megaflow_hash(mask_id, key,
-/// mask)`, then the entry's mask id and masked key compared (a hash
-/// collision is a miss for this mask). Leaves the lookup key in `s.lookup`.
+/// Probes mask `mask_id`: with `filter`, the mask's filter bit for
+/// `megaflow_hash(mask_id, key, mask)` (clear: a miss without a lookup;
+/// skipped where a hit is expected), the megaflow hash by that
+/// key, then the entry's mask id and masked key compared (a hash collision is
+/// a miss for this mask). Leaves the lookup key in `s.lookup`.
 #[inline(always)]
-fn probe(s: &mut Scratch, ctr: *mut DpCounters, mask_id: u32) -> Option<*const FlowEntry> {
+fn probe(s: &mut Scratch, ctr: *mut DpCounters, mask_id: u32, filter: bool) -> Option<*const FlowEntry> {
     let m = OXVS_MASKS.get(mask_id)?;
-    s.lookup.hash = megaflow_hash(mask_id, &s.key, &m.mask);
+    let hash = megaflow_hash(mask_id, &s.key, &m.mask);
+    s.lookup.hash = hash;
     maps::bump(ctr, counter::MASK_LOOKUPS);
+    if filter {
+        let (word, bit) = filter_pos(mask_id, hash);
+        if let Some(w) = OXVS_MASK_FLT.get(word) {
+            if *w & (1u64 << bit) == 0 {
+                return None; // no flow of this mask has this hash
+            }
+        }
+    }
     let f = OXVS_FLOWS.get_ptr(&s.lookup)?;
     // SAFETY: a megaflow map value, valid for this run.
     if unsafe { (*f).mask_id } != mask_id {
@@ -63,7 +74,7 @@ fn emc_probe(s: &mut Scratch, ctr: *mut DpCounters, generation: u32) -> Option<*
         return None;
     }
     let id = e.mask_id;
-    let f = probe(s, ctr, id)?;
+    let f = probe(s, ctr, id, false)?;
     maps::bump(ctr, counter::EMC_HIT);
     hit_mask(id);
     Some(f)
@@ -99,7 +110,7 @@ extern "C" fn walk_step(i: u64, ctx: *mut c_void) -> i64 {
     let id = *id;
     // SAFETY: see above.
     let s = unsafe { &mut *w.scratch };
-    if probe(s, w.ctr, id).is_some() {
+    if probe(s, w.ctr, id, true).is_some() {
         w.found = 1;
         w.mask_id = id;
         return 1;
@@ -127,7 +138,10 @@ pub fn lookup(s: &mut Scratch, ctr: *mut DpCounters) -> Option<*const FlowEntry>
     // The most-hit mask first: with one mask (or a hit there) this is the
     // whole lookup, one hash probe.
     let first = *OXVS_MASK_ORDER.get(0)?;
-    if let Some(f) = probe(s, ctr, first) {
+    // With one mask the filter is skipped: there a probe mostly hits (a miss
+    // goes up to userspace, which costs far more than the lookup), and the
+    // filter would only add its load to every hit.
+    if let Some(f) = probe(s, ctr, first, n_masks > 1) {
         hit_mask(first);
         return Some(f);
     }
@@ -152,7 +166,7 @@ pub fn lookup(s: &mut Scratch, ctr: *mut DpCounters) -> Option<*const FlowEntry>
         return None;
     }
     // The callback can't hand a map pointer back: probe the hit mask again.
-    let f = probe(s, ctr, w.mask_id)?;
+    let f = probe(s, ctr, w.mask_id, false)?;
     hit_mask(w.mask_id);
     if use_emc {
         emc_insert(s, w.mask_id, generation);

@@ -19,6 +19,13 @@ pub static OXVS_MASKS: Array<MaskEntry> = Array::with_max_entries(DEFAULT_MAX_MA
 /// Position → mask id, most hit first; `DpConfig::n_masks` entries are valid.
 #[map]
 pub static OXVS_MASK_ORDER: Array<u32> = Array::with_max_entries(DEFAULT_MAX_MASKS, 0);
+/// Per mask, a bit per slice of megaflow hashes: clear when no flow of the
+/// mask has a hash in the slice (see `oxvs_dp_abi::filter_pos`), so a walk
+/// past masks that don't hold the packet's flow mostly skips their hash
+/// lookups. An array: the verifier inlines its lookup.
+#[map]
+pub static OXVS_MASK_FLT: Array<u64> =
+    Array::with_max_entries(DEFAULT_MAX_MASKS * FILTER_WORDS_PER_MASK, 0);
 /// Hits per mask id, for userspace to keep the order most-hit first.
 #[map]
 pub static OXVS_MASK_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DEFAULT_MAX_MASKS, 0);

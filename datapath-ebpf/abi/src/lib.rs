@@ -205,6 +205,23 @@ pub fn masked_hash(key: &FlowKey, mask: &FlowKey) -> u64 {
     h
 }
 
+/// Words (of 64 bits) of one mask's filter in the mask filter map: 8192 bits.
+pub const FILTER_WORDS_PER_MASK: u32 = 128;
+
+/// Where a megaflow key's bit lies in the mask filter: (word, bit). Mask
+/// `mask_id` owns words `mask_id * FILTER_WORDS_PER_MASK ..` of the map; the
+/// bit comes from the hash's top 13 bits. Userspace sets a flow's bit before
+/// it inserts the flow and clears it (when no other flow of the mask shares
+/// it) after it deleted the flow, so a clear bit means "no flow of this mask
+/// has this key": the datapath skips the hash lookup. A set bit may be a
+/// false positive (another flow's bit), which costs the lookup only.
+#[inline(always)]
+pub fn filter_pos(mask_id: u32, megaflow_hash: u64) -> (u32, u32) {
+    // Mixed once more: keys that differ in one field differ in few hash bits.
+    let b = (megaflow_hash.wrapping_mul(0xd6e8_feb8_6659_fd93) >> 51) as u32;
+    (mask_id.wrapping_mul(FILTER_WORDS_PER_MASK).wrapping_add(b >> 6), b & 63)
+}
+
 /// One mask in the masks array (indexed by mask id).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -458,8 +475,9 @@ pub mod maps {
     pub const SCRATCH: &str = "OXVS_SCRATCH";
     pub const EXEC: &str = "OXVS_EXEC";
     pub const CLOCK: &str = "OXVS_CLOCK";
+    pub const MASK_FILTER: &str = "OXVS_MASK_FLT";
     /// Every map, for pinning and takeover.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         FLOWS,
         MASKS,
         MASK_ORDER,
@@ -477,6 +495,7 @@ pub mod maps {
         SCRATCH,
         EXEC,
         CLOCK,
+        MASK_FILTER,
     ];
 }
 

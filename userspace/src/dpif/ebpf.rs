@@ -120,6 +120,7 @@ struct Maps {
     ifport_array: Array<MapData, u32>,
     tx: DevMap<MapData>,
     counters: PerCpuArray<MapData, DpCounters>,
+    mask_filter: Array<MapData, u64>,
     buckets: Array<MapData, UpcallBucket>,
 }
 
@@ -143,6 +144,9 @@ pub struct EbpfDatapath {
     order: Vec<u32>,
     /// Free stats slots (a stack).
     free_slots: Vec<u32>,
+    /// Flows per set bit of the mask filter (`word * 64 + bit`): a bit is
+    /// cleared when its last flow goes.
+    filter_refs: StdHashMap<u64, u32>,
     max_flows: u32,
     max_masks: u32,
     exec: Mutex<Exec>,
@@ -239,6 +243,7 @@ impl EbpfDatapath {
                 .map_max_entries(abi::maps::MASKS, opts.max_masks)
                 .map_max_entries(abi::maps::MASK_ORDER, opts.max_masks)
                 .map_max_entries(abi::maps::MASK_HITS, opts.max_masks)
+                .map_max_entries(abi::maps::MASK_FILTER, opts.max_masks.saturating_mul(FILTER_WORDS_PER_MASK))
                 .load(OBJECT)
                 .map_err(|e| io_err("load eBPF object", e))?;
             for prog in [PROG_XDP, PROG_XDP_EXEC, PROG_CLOCK] {
@@ -300,6 +305,7 @@ impl EbpfDatapath {
             tx: DevMap::try_from(Map::DevMap(m(abi::maps::TX_PORTS)?)).map_err(|e| conv("tx ports", e))?,
             counters: PerCpuArray::try_from(Map::PerCpuArray(m(abi::maps::COUNTERS)?))
                 .map_err(|e| conv("counters", e))?,
+            mask_filter: Array::try_from(Map::Array(m(abi::maps::MASK_FILTER)?)).map_err(|e| conv("mask filter", e))?,
             buckets: Array::try_from(Map::Array(m(abi::maps::BUCKETS)?)).map_err(|e| conv("buckets", e))?,
         };
         let exec = Exec {
@@ -321,6 +327,7 @@ impl EbpfDatapath {
             mask_refs: vec![0; max_masks as usize],
             order: Vec::new(),
             free_slots: Vec::new(),
+            filter_refs: StdHashMap::new(),
             max_flows,
             max_masks,
             exec: Mutex::new(exec),
@@ -355,8 +362,12 @@ impl EbpfDatapath {
         }
         let mut used = vec![false; self.max_flows as usize];
         self.mask_refs = vec![0; self.max_masks as usize];
+        self.filter_refs.clear();
         for kv in self.maps.flows.iter() {
-            let (_, v) = kv.map_err(|e| io_err("read flows", e))?;
+            let (k, v) = kv.map_err(|e| io_err("read flows", e))?;
+            // Whoever inserted the flow set its bit first: only the counts are rebuilt.
+            let (word, bit) = filter_pos(v.mask_id, k.hash);
+            *self.filter_refs.entry(word as u64 * 64 + bit as u64).or_insert(0) += 1;
             if let Some(u) = used.get_mut(v.slot as usize) {
                 *u = true;
             }
@@ -560,6 +571,33 @@ impl EbpfDatapath {
         Ok(())
     }
 
+    /// Counts a flow on its mask filter bit, setting the bit for the first.
+    fn filter_add(&mut self, mask_id: u32, hash: u64) -> Result<(), DpError> {
+        let (word, bit) = filter_pos(mask_id, hash);
+        let n = self.filter_refs.entry(word as u64 * 64 + bit as u64).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            let w = self.maps.mask_filter.get(&word, 0).map_err(|e| io_err("mask filter", e))?;
+            self.maps.mask_filter.set(word, w | 1 << bit, 0).map_err(|e| io_err("mask filter", e))?;
+        }
+        Ok(())
+    }
+
+    /// Uncounts a flow (already deleted) on its filter bit, clearing the bit
+    /// after the last.
+    fn filter_remove(&mut self, mask_id: u32, hash: u64) -> Result<(), DpError> {
+        let (word, bit) = filter_pos(mask_id, hash);
+        let key = word as u64 * 64 + bit as u64;
+        let Some(n) = self.filter_refs.get_mut(&key) else { return Ok(()) };
+        *n -= 1;
+        if *n == 0 {
+            self.filter_refs.remove(&key);
+            let w = self.maps.mask_filter.get(&word, 0).map_err(|e| io_err("mask filter", e))?;
+            self.maps.mask_filter.set(word, w & !(1 << bit), 0).map_err(|e| io_err("mask filter", e))?;
+        }
+        Ok(())
+    }
+
     /// Reorders the masks most-hit first (what the walk wants); rewrites only
     /// when the order changed.
     pub fn sort_masks(&mut self) -> Result<(), DpError> {
@@ -579,6 +617,11 @@ impl EbpfDatapath {
         }
         self.order = new;
         Ok(())
+    }
+
+    /// The id the datapath knows mask `mask` by, if a flow uses it.
+    pub fn mask_id(&self, mask: &FlowKey) -> Option<u32> {
+        self.mask_ids.get(mask).copied()
     }
 
     fn megaflow_key(&self, m: &FlowKey, key: &FlowKey) -> Option<(u32, MegaflowKey)> {
@@ -674,7 +717,10 @@ impl EbpfDatapath {
                 self.zero_stats(slot)?;
                 let mk = MegaflowKey { hash: megaflow_hash(id, key, mask) };
                 let entry = FlowEntry { slot, mask_id: id, ..entry_template };
+                // The filter bit before the flow: the datapath must never skip a flow.
+                self.filter_add(id, mk.hash)?;
                 if let Err(e) = self.maps.flows.insert(mk, entry, 1 /* BPF_NOEXIST */) {
+                    let _ = self.filter_remove(id, mk.hash);
                     if self.mask_refs[id as usize] == 0 {
                         self.mask_refs[id as usize] = 1;
                         let _ = self.release_mask(id);
@@ -705,6 +751,7 @@ impl EbpfDatapath {
     pub fn flow_del(&mut self, key: &FlowKey, mask: &FlowKey) -> Result<FlowStatsSum, DpError> {
         let (mk, e) = self.lookup_flow(key, mask).ok_or(DpError::NoSuchFlow)?;
         self.maps.flows.remove(&mk).map_err(|_| DpError::NoSuchFlow)?;
+        self.filter_remove(e.mask_id, mk.hash)?;
         let stats = self.read_stats(e.slot, &self.jiffies_clock()?)?;
         self.free_slots.push(e.slot);
         self.release_mask(e.mask_id)?;
@@ -716,6 +763,12 @@ impl EbpfDatapath {
         let n = keys.len();
         for k in keys {
             let _ = self.maps.flows.remove(&k);
+        }
+        let mut words: Vec<u32> = self.filter_refs.keys().map(|b| (b / 64) as u32).collect();
+        words.sort_unstable();
+        words.dedup();
+        for w in words {
+            self.maps.mask_filter.set(w, 0, 0).map_err(|e| io_err("mask filter", e))?;
         }
         self.set_config(|c| {
             c.n_masks = 0;
