@@ -690,12 +690,11 @@ impl EbpfDatapath {
         clear: bool,
     ) -> Result<(), DpError> {
         let entry_template = FlowEntry { key: key.masked(mask), ..build_entry(key, mask, actions)? };
-        if let Some((id, mk)) = self.megaflow_key(mask, key) {
-            if let Ok(other) = self.maps.flows.get(&mk, 0) {
-                if other.mask_id != id || other.key != entry_template.key {
-                    return Err(hash_collision());
-                }
-            }
+        if let Some((id, mk)) = self.megaflow_key(mask, key)
+            && let Ok(other) = self.maps.flows.get(&mk, 0)
+            && (other.mask_id != id || other.key != entry_template.key)
+        {
+            return Err(hash_collision());
         }
         match self.lookup_flow(key, mask) {
             Some((mk, old)) => {
