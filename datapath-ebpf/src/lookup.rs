@@ -5,17 +5,18 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::bpf_loop;
 use oxvs_dp_abi::*;
 
-use crate::maps::{self, OXVS_EMC, OXVS_FLOWS, OXVS_MASK_HITS, OXVS_MASK_ORDER, OXVS_MASKS, Scratch};
+use crate::maps::{self, OXVS_EMC, OXVS_FLOWS, OXVS_MASK_FLT, OXVS_MASK_HITS, OXVS_MASK_ORDER, OXVS_MASKS, Scratch};
 
+/// The exact-match cache's index hash of the whole key (words hashed
+/// independently, as `masked_hash` does, then folded).
 #[inline(always)]
 fn key_hash(k: &FlowKey) -> u32 {
     let w = k.words();
     let mut h: u64 = 0;
-    for x in w.iter() {
-        h = (h ^ *x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^= h >> 29;
+    for (i, x) in w.iter().enumerate() {
+        h = h.wrapping_add(word_hash(i, *x));
     }
-    (h ^ (h >> 32)) as u32
+    (h ^ (h >> 29) ^ (h >> 47)) as u32
 }
 
 #[inline(always)]
@@ -28,17 +29,31 @@ fn key_eq(a: &FlowKey, b: &FlowKey) -> bool {
     diff == 0
 }
 
-/// Probes mask `mask_id`: the megaflow hash by `(mask_id, hash(key & mask))`,
-/// then the entry's masked key compared word by word (a hash collision is
+/// Probes mask `mask_id`: with `filter`, the mask's filter bit for
+/// `megaflow_hash(mask_id, key, mask)` (clear: a miss without a lookup;
+/// skipped where a hit is expected), the megaflow hash by that
+/// key, then the entry's mask id and masked key compared (a hash collision is
 /// a miss for this mask). Leaves the lookup key in `s.lookup`.
 #[inline(always)]
-fn probe(s: &mut Scratch, mask_id: u32) -> Option<*const FlowEntry> {
+fn probe(s: &mut Scratch, ctr: *mut DpCounters, mask_id: u32, filter: bool) -> Option<*const FlowEntry> {
     let m = OXVS_MASKS.get(mask_id)?;
-    s.lookup.mask_id = mask_id;
-    s.lookup.hash = masked_hash(&s.key, &m.mask);
-    maps::count(counter::MASK_LOOKUPS);
+    let hash = megaflow_hash(mask_id, &s.key, &m.mask);
+    s.lookup.hash = hash;
+    maps::bump(ctr, counter::MASK_LOOKUPS);
+    if filter {
+        let (word, bit) = filter_pos(mask_id, hash);
+        if let Some(w) = OXVS_MASK_FLT.get(word) {
+            if *w & (1u64 << bit) == 0 {
+                return None; // no flow of this mask has this hash
+            }
+        }
+    }
     let f = OXVS_FLOWS.get_ptr(&s.lookup)?;
     // SAFETY: a megaflow map value, valid for this run.
+    if unsafe { (*f).mask_id } != mask_id {
+        return None;
+    }
+    // SAFETY: as above.
     let fk = unsafe { (*f).key.words() };
     let (k, mw) = (s.key.words(), m.mask.words());
     let mut diff = 0u64;
@@ -53,14 +68,14 @@ fn probe(s: &mut Scratch, mask_id: u32) -> Option<*const FlowEntry> {
 /// so no value lives across its branches (LLVM spills an undefined register
 /// there, which the verifier refuses).
 #[inline(always)]
-fn emc_probe(s: &mut Scratch, generation: u32) -> Option<*const FlowEntry> {
+fn emc_probe(s: &mut Scratch, ctr: *mut DpCounters, generation: u32) -> Option<*const FlowEntry> {
     let e = OXVS_EMC.get(key_hash(&s.key) & (EMC_ENTRIES - 1))?;
     if e.generation != generation || !key_eq(&e.key, &s.key) {
         return None;
     }
     let id = e.mask_id;
-    let f = probe(s, id)?;
-    maps::count(counter::EMC_HIT);
+    let f = probe(s, ctr, id, false)?;
+    maps::bump(ctr, counter::EMC_HIT);
     hit_mask(id);
     Some(f)
 }
@@ -78,6 +93,7 @@ fn emc_insert(s: &Scratch, mask_id: u32, generation: u32) {
 
 struct Walk {
     scratch: *mut Scratch,
+    ctr: *mut DpCounters,
     found: u32,
     mask_id: u32,
 }
@@ -94,7 +110,7 @@ extern "C" fn walk_step(i: u64, ctx: *mut c_void) -> i64 {
     let id = *id;
     // SAFETY: see above.
     let s = unsafe { &mut *w.scratch };
-    if probe(s, id).is_some() {
+    if probe(s, w.ctr, id, true).is_some() {
         w.found = 1;
         w.mask_id = id;
         return 1;
@@ -111,7 +127,7 @@ fn hit_mask(mask_id: u32) {
 }
 
 #[inline(always)]
-pub fn lookup(s: &mut Scratch) -> Option<*const FlowEntry> {
+pub fn lookup(s: &mut Scratch, ctr: *mut DpCounters) -> Option<*const FlowEntry> {
     let cfg = maps::config()?;
     let n_masks = cfg.n_masks;
     let generation = cfg.emc_gen;
@@ -122,7 +138,10 @@ pub fn lookup(s: &mut Scratch) -> Option<*const FlowEntry> {
     // The most-hit mask first: with one mask (or a hit there) this is the
     // whole lookup, one hash probe.
     let first = *OXVS_MASK_ORDER.get(0)?;
-    if let Some(f) = probe(s, first) {
+    // With one mask the filter is skipped: there a probe mostly hits (a miss
+    // goes up to userspace, which costs far more than the lookup), and the
+    // filter would only add its load to every hit.
+    if let Some(f) = probe(s, ctr, first, n_masks > 1) {
         hit_mask(first);
         return Some(f);
     }
@@ -133,12 +152,12 @@ pub fn lookup(s: &mut Scratch) -> Option<*const FlowEntry> {
     // Exact-match cache: remembers which deeper mask this exact key last hit.
     let use_emc = cfg.flags & DP_F_NO_EMC == 0;
     if use_emc {
-        if let Some(f) = emc_probe(s, generation) {
+        if let Some(f) = emc_probe(s, ctr, generation) {
             return Some(f);
         }
     }
 
-    let mut w = Walk { scratch: s as *mut Scratch, found: 0, mask_id: 0 };
+    let mut w = Walk { scratch: s as *mut Scratch, ctr, found: 0, mask_id: 0 };
     // SAFETY: walk_step only touches the Walk and per-CPU maps.
     unsafe {
         bpf_loop(n_masks - 1, walk_step as *mut c_void, &mut w as *mut Walk as *mut c_void, 0);
@@ -147,7 +166,7 @@ pub fn lookup(s: &mut Scratch) -> Option<*const FlowEntry> {
         return None;
     }
     // The callback can't hand a map pointer back: probe the hit mask again.
-    let f = probe(s, w.mask_id)?;
+    let f = probe(s, ctr, w.mask_id, false)?;
     hit_mask(w.mask_id);
     if use_emc {
         emc_insert(s, w.mask_id, generation);

@@ -54,6 +54,20 @@ pub fn oxvs_xdp_exec(ctx: XdpContext) -> u32 {
     }
 }
 
+/// `clock`: both clocks at one moment, for userspace to convert the jiffies
+/// in flow stats (run with BPF_PROG_TEST_RUN; the frame is ignored).
+#[xdp]
+pub fn oxvs_clock(_ctx: XdpContext) -> u32 {
+    if let Some(c) = maps::OXVS_CLOCK.get_ptr_mut(0) {
+        // SAFETY: a map value; userspace reads it after this run.
+        unsafe {
+            (*c).jiffies = maps::jiffies();
+            (*c).ns = maps::now_ns();
+        }
+    }
+    xdp_action::XDP_DROP
+}
+
 #[classifier]
 pub fn oxvs_tc(ctx: TcContext) -> i32 {
     let mut h = TcHook { ctx };
@@ -66,7 +80,8 @@ pub fn oxvs_tc(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn process<H: Hook>(h: &mut H) -> Verdict {
-    maps::count(counter::RX);
+    let Some(ctr) = maps::counters() else { return Verdict::Pass };
+    maps::bump(ctr, counter::RX);
     let Some(in_port) = maps::port_of_ifindex(h.ifindex()) else {
         // Not one of our ports (or detached while the program was still running).
         return Verdict::Pass;
@@ -79,19 +94,19 @@ fn process<H: Hook>(h: &mut H) -> Verdict {
     scratch.key.in_port = in_port;
     let layout = parse::flow_extract(h, &mut scratch.key);
     if layout.malformed {
-        maps::count(counter::MALFORMED);
+        maps::bump(ctr, counter::MALFORMED);
     }
 
-    let Some(flow) = lookup::lookup(scratch) else {
-        maps::count(counter::MISS);
+    let Some(flow) = lookup::lookup(scratch, ctr) else {
+        maps::bump(ctr, counter::MISS);
         upcall::send(h, &scratch.key, UPCALL_MISS, 0);
         return Verdict::Drop;
     };
-    maps::count(counter::HIT);
+    maps::bump(ctr, counter::HIT);
     // SAFETY: a megaflow map value; valid until the end of this run (RCU).
     let flow = unsafe { &*flow };
     if H::IS_XDP && flow.flags & FLOW_F_TC_ONLY != 0 {
-        maps::count(counter::TC_HANDOFF);
+        maps::bump(ctr, counter::TC_HANDOFF);
         return Verdict::Pass;
     }
     maps::account(flow.slot, h.len(), scratch.key.tcp_flags);

@@ -2,7 +2,7 @@
 //! userspace may override at load time.
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
     macros::map,
     maps::{Array, DevMap, HashMap, PerCpuArray, RingBuf},
 };
@@ -19,6 +19,13 @@ pub static OXVS_MASKS: Array<MaskEntry> = Array::with_max_entries(DEFAULT_MAX_MA
 /// Position → mask id, most hit first; `DpConfig::n_masks` entries are valid.
 #[map]
 pub static OXVS_MASK_ORDER: Array<u32> = Array::with_max_entries(DEFAULT_MAX_MASKS, 0);
+/// Per mask, a bit per slice of megaflow hashes: clear when no flow of the
+/// mask has a hash in the slice (see `oxvs_dp_abi::filter_pos`), so a walk
+/// past masks that don't hold the packet's flow mostly skips their hash
+/// lookups. An array: the verifier inlines its lookup.
+#[map]
+pub static OXVS_MASK_FLT: Array<u64> =
+    Array::with_max_entries(DEFAULT_MAX_MASKS * FILTER_WORDS_PER_MASK, 0);
 /// Hits per mask id, for userspace to keep the order most-hit first.
 #[map]
 pub static OXVS_MASK_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DEFAULT_MAX_MASKS, 0);
@@ -47,7 +54,11 @@ pub static OXVS_UPCALLS: RingBuf = RingBuf::with_byte_size(UPCALL_RING_BYTES, 0)
 #[map]
 pub static OXVS_BUCKETS: Array<UpcallBucket> = Array::with_max_entries(MAX_PORTS, 0);
 #[map]
-pub static OXVS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::N, 0);
+pub static OXVS_COUNTERS: PerCpuArray<DpCounters> = PerCpuArray::with_max_entries(1, 0);
+
+/// Written by `oxvs_clock`, read by userspace.
+#[map]
+pub static OXVS_CLOCK: Array<ClockSample> = Array::with_max_entries(1, 0);
 
 /// The actions of one `execute` call (written by userspace under a lock).
 #[map]
@@ -75,11 +86,26 @@ pub fn config() -> Option<&'static DpConfig> {
     OXVS_CONFIG.get(0)
 }
 
+/// This CPU's counters; the packet path looks them up once and bumps them
+/// through the pointer.
+#[inline(always)]
+pub fn counters() -> Option<*mut DpCounters> {
+    OXVS_COUNTERS.get_ptr_mut(0)
+}
+
+/// Bumps one counter (for the paths that don't hold the pointer already).
 #[inline(always)]
 pub fn count(idx: u32) {
-    if let Some(c) = OXVS_COUNTERS.get_ptr_mut(idx) {
-        // SAFETY: per-CPU value, no concurrent writer.
-        unsafe { *c += 1 };
+    if let Some(c) = counters() {
+        bump(c, idx);
+    }
+}
+
+#[inline(always)]
+pub fn bump(c: *mut DpCounters, idx: u32) {
+    if idx < counter::N {
+        // SAFETY: a per-CPU value (no concurrent writer), index checked.
+        unsafe { (*c).n[idx as usize] += 1 };
     }
 }
 
@@ -104,12 +130,13 @@ pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// CLOCK_MONOTONIC_COARSE: good to a tick, and much cheaper per packet than
-/// the precise clock; enough for a flow's `used` (OVS keeps jiffies).
+/// Jiffies: good to a tick, as OVS keeps a flow's `used`, and the verifier
+/// inlines the helper into a load of `jiffies_64` (the coarse clock helper is
+/// a call that cost ~14 ns per packet).
 #[inline(always)]
-pub fn coarse_now_ns() -> u64 {
+pub fn jiffies() -> u64 {
     // SAFETY: helper without arguments.
-    unsafe { bpf_ktime_get_coarse_ns() }
+    unsafe { bpf_jiffies64() }
 }
 
 /// Adds one packet to a flow's per-CPU stats.
@@ -120,7 +147,7 @@ pub fn account(slot: u32, len: u32, tcp_flags_be: u16) {
         unsafe {
             (*s).packets += 1;
             (*s).bytes += len as u64;
-            (*s).used_ns = coarse_now_ns();
+            (*s).used_jiffies = jiffies();
             (*s).tcp_flags |= u16::from_be(tcp_flags_be);
         }
     }

@@ -233,6 +233,18 @@ impl Topo {
         (get("packets"), get("bytes"))
     }
 
+    /// Seconds since the flow `prefix` last carried a packet (dump-flows'
+    /// `used:`), None for `used:never`.
+    pub fn flow_used_secs(&self, prefix: &str) -> Option<f64> {
+        let d = self.dpctl_ok(&["dump-flows"]);
+        let line = d.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no flow {prefix} in\n{d}"));
+        let used = line.split("used:").nth(1).unwrap().split(',').next().unwrap().trim();
+        if used == "never" {
+            return None;
+        }
+        Some(used.strip_suffix('s').unwrap_or_else(|| panic!("used:{used}")).parse().unwrap())
+    }
+
     pub fn ping(&self, from: &str, to: &str, count: u32) -> bool {
         sh(Command::new("ip").args([
             "netns",

@@ -39,12 +39,15 @@ pub struct Opts {
     pub secs: Duration,
     /// Measured runs per configuration.
     pub runs: usize,
+    /// `datapath --test-run-only`: only the BPF_PROG_TEST_RUN cases and program
+    /// sizes (a quick look at the program's cost; no traffic, no JSON).
+    pub test_run_only: bool,
 }
 
 impl Opts {
     /// `--secs N --runs N` for bench `name`, with its default seconds.
     pub(crate) fn parse(name: &str, default_secs: f64, args: &[String]) -> Result<Opts> {
-        let mut o = Opts { secs: Duration::from_secs_f64(default_secs), runs: 5 };
+        let mut o = Opts { secs: Duration::from_secs_f64(default_secs), runs: 5, test_run_only: false };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -66,6 +69,7 @@ impl Opts {
                         .filter(|r| (1..=100).contains(r))
                         .with_context(|| format!("--runs {v}: expected a whole number in 1..=100"))?;
                 }
+                "--test-run-only" if name == "datapath" => o.test_run_only = true,
                 other => bail!("bench {name}: unknown option {other} (options: --secs N, --runs N)"),
             }
         }
@@ -79,6 +83,8 @@ pub fn bench(args: &[String]) -> Result<()> {
         Some((name, rest)) if name == "ovsdb" => ovsdb::run(rest),
         Some((name, rest)) if name == "vsctl" => vsctl::run(rest),
         Some((name, _)) => bail!("no benchmark named {name:?} (known: datapath, ovsdb, vsctl)"),
-        None => bail!("usage: cargo xtask bench datapath|ovsdb [--secs N] [--runs N] | vsctl [--samples N] [--runs N]"),
+        None => bail!(
+            "usage: cargo xtask bench datapath|ovsdb [--secs N] [--runs N] (datapath: [--test-run-only]) | vsctl [--samples N] [--runs N]"
+        ),
     }
 }

@@ -85,7 +85,7 @@ fn main() -> Result<()> {
         Some("bench-built") => bench::bench(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask COMMAND\n  setup              install what the build and tests need (idempotent)\n  build-ebpf [--release]  build the eBPF datapath (always optimised)\n  test [ARGS]        setup, build-ebpf, cargo test --workspace [ARGS]\n  demo               two namespaces joined by the XDP datapath\n  bench datapath     datapath benchmark against bare XDP and the Linux bridge\n  bench ovsdb        oxvsdb-server against ovsdb-server: throughput, one large transaction, monitor fan-out, memory\n  bench vsctl        oxvs vsctl against ovs-vsctl: add-port latency, 1000 ports in one invocation"
+                "usage: cargo xtask COMMAND\n  setup              install what the build and tests need (idempotent)\n  build-ebpf [--release]  build the eBPF datapath (always optimised)\n  test [ARGS]        setup, build-ebpf, cargo test --workspace [ARGS]\n  demo               two namespaces joined by the XDP datapath\n  bench datapath     datapath benchmark against bare XDP and the Linux bridge\n                     ([--secs N] [--runs N]; --test-run-only: the program-cost part alone)\n  bench ovsdb        oxvsdb-server against ovsdb-server: throughput, one large transaction, monitor fan-out, memory\n  bench vsctl        oxvs vsctl against ovs-vsctl: add-port latency, 1000 ports in one invocation"
             );
             std::process::exit(2);
         }

@@ -132,32 +132,94 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_SCTP: u8 = 132;
 pub const IPPROTO_ICMPV6: u8 = 58;
 
-/// The megaflow hash's key: the mask id and a 64-bit hash of the key masked
-/// by it ([`masked_hash`]). A 16-byte key keeps the kernel's hash of the
-/// lookup key cheap (hashing the whole 104-byte masked key cost ~40 ns per
-/// probe); the entry holds the masked key, which the datapath compares to
-/// rule out a collision. Userspace refuses to install two flows of one mask
-/// whose hashes collide.
+/// The megaflow hash's key: [`megaflow_hash`], a 64-bit hash of the key
+/// masked by a mask, salted by the mask's id. Eight bytes keep the kernel's
+/// hash of the lookup key cheap (hashing the whole 104-byte masked key cost
+/// ~40 ns per probe; 16 bytes still took a round of mixing more than 8). The
+/// entry holds the mask id and the masked key, which the datapath compares
+/// to rule out a collision; userspace refuses to install a flow whose key
+/// collides with another flow's.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct MegaflowKey {
-    pub mask_id: u32,
-    pub _pad: u32,
     pub hash: u64,
 }
 
-/// The hash of `key & mask`, the same on both sides of the map.
+/// Distinct per mask id, so two masks' flows with equal masked keys (say,
+/// under two masks that both clear every word) get different keys.
+#[inline(always)]
+pub fn mask_salt(mask_id: u32) -> u64 {
+    (mask_id as u64 + 1).wrapping_mul(0x9fb2_1c65_1e98_df25)
+}
+
+/// The megaflow key of `key` under mask `mask_id` (`mask`), the same on both
+/// sides of the map.
+#[inline(always)]
+pub fn megaflow_hash(mask_id: u32, key: &FlowKey, mask: &FlowKey) -> u64 {
+    masked_hash(key, mask) ^ mask_salt(mask_id)
+}
+
+/// Odd multipliers, one per key word, so equal values in different words
+/// hash differently.
+const WORD_MUL: [u64; FLOW_KEY_WORDS] = [
+    0x9e37_79b9_7f4a_7c15,
+    0xbf58_476d_1ce4_e5b9,
+    0x94d0_49bb_1331_11eb,
+    0xd6e8_feb8_6659_fd93,
+    0xa076_1d64_78bd_642f,
+    0xe703_7ed1_a0b4_28db,
+    0x8ebc_6af0_9c88_c6e3,
+    0x5899_65cc_7537_4cc3,
+    0x1d8e_4e27_c47d_124f,
+    0xc2b2_ae3d_27d4_eb4f,
+    0x1656_67b1_9e37_79f9,
+    0x27d4_eb2f_1656_67c5,
+    0x85eb_ca77_c2b2_ae63,
+];
+
+/// One word's share of a key hash: a bijection of `x` (an odd multiply, then
+/// the high half folded into the low), 0 for 0.
+#[inline(always)]
+pub fn word_hash(i: usize, x: u64) -> u64 {
+    let y = x.wrapping_mul(WORD_MUL[i]);
+    y ^ (y >> 32)
+}
+
+/// The hash of `key & mask`, the same on both sides of the map: the sum of
+/// the words' [`word_hash`]es. The words hash independently (no chain of
+/// multiplies, each waiting for the last), and a word the mask clears adds 0,
+/// so the datapath skips those words: most masks keep a few of the 13. Two
+/// keys that differ in one word never collide (`word_hash` is a bijection);
+/// the datapath compares the full masked key anyway.
 #[inline(always)]
 pub fn masked_hash(key: &FlowKey, mask: &FlowKey) -> u64 {
     let (k, m) = (key.words(), mask.words());
-    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    let mut h: u64 = 0;
     let mut i = 0;
     while i < FLOW_KEY_WORDS {
-        h = (h ^ (k[i] & m[i])).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^= h >> 31;
+        if m[i] != 0 {
+            h = h.wrapping_add(word_hash(i, k[i] & m[i]));
+        }
         i += 1;
     }
     h
+}
+
+/// Words (of 64 bits) of one mask's filter in the mask filter map: 8192 bits.
+pub const FILTER_WORDS_PER_MASK: u32 = 128;
+
+/// Where a megaflow key's bit lies in the mask filter: (word, bit). Mask
+/// `mask_id` owns words `mask_id * FILTER_WORDS_PER_MASK ..` of the map; the
+/// bit comes from the hash's top 13 bits. Userspace sets a flow's bit before
+/// it inserts the flow and clears it (when no other flow of the mask shares
+/// it) after it deleted the flow, so a clear bit means "no flow of this mask
+/// has this key": the datapath skips the hash lookup. A set bit may be a
+/// false positive (another flow's bit), which costs the lookup only.
+#[inline(always)]
+pub fn filter_pos(mask_id: u32, megaflow_hash: u64) -> (u32, u32) {
+    // Mixed once more: keys that differ in one field differ in few hash bits.
+    let b = (megaflow_hash.wrapping_mul(0xd6e8_feb8_6659_fd93) >> 51) as u32;
+    (mask_id.wrapping_mul(FILTER_WORDS_PER_MASK).wrapping_add(b >> 6), b & 63)
 }
 
 /// One mask in the masks array (indexed by mask id).
@@ -223,7 +285,8 @@ pub struct FlowEntry {
     pub slot: u32,
     pub flags: u32,
     pub n_actions: u32,
-    pub _pad: u32,
+    /// The id of the flow's mask (part of what a lookup compares).
+    pub mask_id: u32,
     pub actions: [Action; MAX_ACTIONS],
 }
 
@@ -234,7 +297,7 @@ impl Default for FlowEntry {
             slot: 0,
             flags: 0,
             n_actions: 0,
-            _pad: 0,
+            mask_id: 0,
             actions: [Action::default(); MAX_ACTIONS],
         }
     }
@@ -246,8 +309,10 @@ impl Default for FlowEntry {
 pub struct FlowStats {
     pub packets: u64,
     pub bytes: u64,
-    /// `bpf_ktime_get_ns()` of the last hit (CLOCK_MONOTONIC), 0 = never.
-    pub used_ns: u64,
+    /// `bpf_jiffies64()` at the last hit, 0 = never. Jiffies because reading
+    /// them is inlined (a load), where a clock helper cost ~14 ns a packet;
+    /// userspace converts them to CLOCK_MONOTONIC with a [`ClockSample`].
+    pub used_jiffies: u64,
     /// OR of the TCP flags seen (host order).
     pub tcp_flags: u16,
     pub _pad: [u8; 6],
@@ -261,6 +326,18 @@ pub struct EmcEntry {
     pub mask_id: u32,
     /// Equal to `DpConfig::emc_gen` when valid.
     pub generation: u32,
+}
+
+/// Both clocks read at one moment by the `oxvs_clock` program (run by
+/// userspace with BPF_PROG_TEST_RUN), element 0 of the clock map: what
+/// userspace needs to turn the jiffies in [`FlowStats`] into CLOCK_MONOTONIC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClockSample {
+    /// `bpf_jiffies64()`.
+    pub jiffies: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ns: u64,
 }
 
 /// Global datapath configuration, element 0 of the config array.
@@ -277,7 +354,9 @@ pub struct DpConfig {
     pub upcall_burst: u32,
     /// `DP_F_*` bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// Nanoseconds per jiffy (1e9 / the kernel's HZ), measured by userspace
+    /// when it creates the datapath.
+    pub jiffy_ns: u32,
 }
 
 /// `DpConfig::flags`: don't use the exact-match cache (the walk alone; for
@@ -338,8 +417,17 @@ pub struct UpcallRecord {
     pub data: [u8; UPCALL_MAX_BYTES],
 }
 
-/// Datapath-wide counters (per CPU, summed by userspace), indices into the
-/// counters array.
+/// Datapath-wide counters, the one element of the per-CPU counters map (summed
+/// over CPUs by userspace). One element rather than one per counter: the
+/// datapath finds them with one map lookup per packet, however many it bumps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DpCounters {
+    /// Indexed by the [`counter`] constants.
+    pub n: [u64; counter::N as usize],
+}
+
+/// Datapath-wide counters: indices into [`DpCounters::n`].
 pub mod counter {
     /// Packets the program saw.
     pub const RX: u32 = 0;
@@ -386,8 +474,10 @@ pub mod maps {
     pub const COUNTERS: &str = "OXVS_COUNTERS";
     pub const SCRATCH: &str = "OXVS_SCRATCH";
     pub const EXEC: &str = "OXVS_EXEC";
+    pub const CLOCK: &str = "OXVS_CLOCK";
+    pub const MASK_FILTER: &str = "OXVS_MASK_FLT";
     /// Every map, for pinning and takeover.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 18] = [
         FLOWS,
         MASKS,
         MASK_ORDER,
@@ -404,6 +494,8 @@ pub mod maps {
         COUNTERS,
         SCRATCH,
         EXEC,
+        CLOCK,
+        MASK_FILTER,
     ];
 }
 
@@ -411,6 +503,8 @@ pub mod maps {
 pub const PROG_XDP: &str = "oxvs_xdp";
 pub const PROG_TC: &str = "oxvs_tc";
 pub const PROG_XDP_EXEC: &str = "oxvs_xdp_exec";
+/// Writes a [`ClockSample`]; run by userspace with BPF_PROG_TEST_RUN.
+pub const PROG_CLOCK: &str = "oxvs_clock";
 
 /// Default capacities (overridable at load time).
 pub const DEFAULT_MAX_FLOWS: u32 = 200_000;
@@ -438,4 +532,87 @@ mod pod {
     unsafe impl aya::Pod for DpConfig {}
     unsafe impl aya::Pod for PortInfo {}
     unsafe impl aya::Pod for UpcallBucket {}
+    unsafe impl aya::Pod for DpCounters {}
+    unsafe impl aya::Pod for ClockSample {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    /// The plain definition: every word's share summed, masked words included.
+    fn hash_all_words(key: &FlowKey, mask: &FlowKey) -> u64 {
+        let m = key.masked(mask);
+        m.words().iter().enumerate().fold(0u64, |h, (i, w)| h.wrapping_add(word_hash(i, *w)))
+    }
+
+    fn key(seed: u64) -> FlowKey {
+        let mut k = FlowKey::zeroed();
+        let mut x = seed;
+        for w in k.words_mut() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *w = x;
+        }
+        k
+    }
+
+    #[test]
+    fn skipping_cleared_words_changes_nothing() {
+        let mut mask = FlowKey::zeroed();
+        mask.in_port = u32::MAX;
+        mask.tp_dst = u16::MAX;
+        mask.nw_src[..3].copy_from_slice(&[255, 255, 255]);
+        for s in 0..100 {
+            let k = key(s);
+            assert_eq!(masked_hash(&k, &mask), hash_all_words(&k, &mask));
+        }
+        assert_eq!(masked_hash(&key(7), &FlowKey::zeroed()), 0, "an all-wildcard mask hashes every key to 0");
+    }
+
+    #[test]
+    fn only_masked_bits_count() {
+        let mut mask = FlowKey::zeroed();
+        mask.in_port = u32::MAX;
+        let (mut a, mut b) = (key(1), key(2));
+        a.in_port = 5;
+        b.in_port = 5;
+        assert_eq!(masked_hash(&a, &mask), masked_hash(&b, &mask));
+        b.in_port = 6;
+        assert_ne!(masked_hash(&a, &mask), masked_hash(&b, &mask));
+    }
+
+    #[test]
+    fn word_hash_is_injective_and_zero_at_zero() {
+        assert_eq!(word_hash(3, 0), 0);
+        // One word differs: never the same hash (a bijection of the word).
+        let mut seen = std::collections::HashSet::new();
+        for x in 0..100_000u64 {
+            assert!(seen.insert(word_hash(6, x << 17)));
+        }
+    }
+
+    #[test]
+    fn masks_salt_the_megaflow_key() {
+        // Under two all-wildcard masks every key's masked hash is 0; the mask id
+        // still keeps their flows apart.
+        let (k, none) = (key(3), FlowKey::zeroed());
+        assert_ne!(megaflow_hash(0, &k, &none), megaflow_hash(1, &k, &none));
+        assert_eq!(megaflow_hash(5, &k, &none), megaflow_hash(5, &key(4), &none));
+    }
+
+    #[test]
+    fn equal_values_in_different_words_hash_apart() {
+        let full = {
+            let mut m = FlowKey::zeroed();
+            m.words_mut().iter_mut().for_each(|w| *w = u64::MAX);
+            m
+        };
+        let (mut a, mut b) = (FlowKey::zeroed(), FlowKey::zeroed());
+        a.words_mut()[4] = 0x0a00_0001;
+        a.words_mut()[6] = 0x0a00_0002;
+        b.words_mut()[4] = 0x0a00_0002;
+        b.words_mut()[6] = 0x0a00_0001;
+        assert_ne!(masked_hash(&a, &full), masked_hash(&b, &full));
+    }
 }

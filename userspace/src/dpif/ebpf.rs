@@ -26,7 +26,7 @@ use aya::{
 };
 use oxvs_dp_abi::{self as abi, *};
 
-use super::{DpError, FlowStatsSum, Upcall};
+use super::{DpError, FlowStatsSum, JiffiesClock, Upcall};
 use crate::netdev;
 
 /// Where and how big a datapath is.
@@ -119,7 +119,8 @@ struct Maps {
     /// ifindex → port + 1 for small ifindexes (what the datapath reads first).
     ifport_array: Array<MapData, u32>,
     tx: DevMap<MapData>,
-    counters: PerCpuArray<MapData, u64>,
+    counters: PerCpuArray<MapData, DpCounters>,
+    mask_filter: Array<MapData, u64>,
     buckets: Array<MapData, UpcallBucket>,
 }
 
@@ -143,10 +144,16 @@ pub struct EbpfDatapath {
     order: Vec<u32>,
     /// Free stats slots (a stack).
     free_slots: Vec<u32>,
+    /// Flows per set bit of the mask filter (`word * 64 + bit`): a bit is
+    /// cleared when its last flow goes.
+    filter_refs: StdHashMap<u64, u32>,
     max_flows: u32,
     max_masks: u32,
     exec: Mutex<Exec>,
     ncpus: usize,
+    /// `oxvs_clock` and the map it writes, for converting the jiffies in flow stats.
+    clock_prog: Xdp,
+    clock_map: Array<MapData, ClockSample>,
 }
 
 #[cfg(not(oxvs_no_ebpf))]
@@ -236,9 +243,10 @@ impl EbpfDatapath {
                 .map_max_entries(abi::maps::MASKS, opts.max_masks)
                 .map_max_entries(abi::maps::MASK_ORDER, opts.max_masks)
                 .map_max_entries(abi::maps::MASK_HITS, opts.max_masks)
+                .map_max_entries(abi::maps::MASK_FILTER, opts.max_masks.saturating_mul(FILTER_WORDS_PER_MASK))
                 .load(OBJECT)
                 .map_err(|e| io_err("load eBPF object", e))?;
-            for prog in [PROG_XDP, PROG_XDP_EXEC] {
+            for prog in [PROG_XDP, PROG_XDP_EXEC, PROG_CLOCK] {
                 let p: &mut Xdp = ebpf
                     .program_mut(prog)
                     .ok_or_else(|| DpError::Bpf(format!("program {prog} missing from object")))?
@@ -265,9 +273,11 @@ impl EbpfDatapath {
             return Err(e);
         }
         let mut dp = Self::open(opts)?;
+        let jiffy_ns = dp.measure_jiffy()?;
         dp.set_config(|c| {
             c.upcall_rate = opts.upcall_rate;
             c.upcall_burst = opts.upcall_burst;
+            c.jiffy_ns = jiffy_ns;
         })?;
         Ok(dp)
     }
@@ -295,12 +305,16 @@ impl EbpfDatapath {
             tx: DevMap::try_from(Map::DevMap(m(abi::maps::TX_PORTS)?)).map_err(|e| conv("tx ports", e))?,
             counters: PerCpuArray::try_from(Map::PerCpuArray(m(abi::maps::COUNTERS)?))
                 .map_err(|e| conv("counters", e))?,
+            mask_filter: Array::try_from(Map::Array(m(abi::maps::MASK_FILTER)?)).map_err(|e| conv("mask filter", e))?,
             buckets: Array::try_from(Map::Array(m(abi::maps::BUCKETS)?)).map_err(|e| conv("buckets", e))?,
         };
         let exec = Exec {
             actions: Array::try_from(Map::Array(m(abi::maps::EXEC)?)).map_err(|e| conv("exec", e))?,
             prog: None,
         };
+        let clock_map = Array::try_from(Map::Array(m(abi::maps::CLOCK)?)).map_err(|e| conv("clock", e))?;
+        let clock_prog = Xdp::from_pin(dir.join("progs").join(PROG_CLOCK), aya_obj::programs::XdpAttachType::Interface)
+            .map_err(|e| io_err("open clock program", e))?;
         let max_flows = maps.stats.len();
         let max_masks = maps.masks.len();
         let ncpus = aya::util::nr_cpus().map_err(|(w, e)| io_err(w, e))?;
@@ -313,10 +327,13 @@ impl EbpfDatapath {
             mask_refs: vec![0; max_masks as usize],
             order: Vec::new(),
             free_slots: Vec::new(),
+            filter_refs: StdHashMap::new(),
             max_flows,
             max_masks,
             exec: Mutex::new(exec),
             ncpus,
+            clock_prog,
+            clock_map,
         };
         dp.rebuild_index()?;
         Ok(dp)
@@ -345,12 +362,16 @@ impl EbpfDatapath {
         }
         let mut used = vec![false; self.max_flows as usize];
         self.mask_refs = vec![0; self.max_masks as usize];
+        self.filter_refs.clear();
         for kv in self.maps.flows.iter() {
             let (k, v) = kv.map_err(|e| io_err("read flows", e))?;
+            // Whoever inserted the flow set its bit first: only the counts are rebuilt.
+            let (word, bit) = filter_pos(v.mask_id, k.hash);
+            *self.filter_refs.entry(word as u64 * 64 + bit as u64).or_insert(0) += 1;
             if let Some(u) = used.get_mut(v.slot as usize) {
                 *u = true;
             }
-            if let Some(r) = self.mask_refs.get_mut(k.mask_id as usize) {
+            if let Some(r) = self.mask_refs.get_mut(v.mask_id as usize) {
                 *r += 1;
             }
         }
@@ -550,6 +571,33 @@ impl EbpfDatapath {
         Ok(())
     }
 
+    /// Counts a flow on its mask filter bit, setting the bit for the first.
+    fn filter_add(&mut self, mask_id: u32, hash: u64) -> Result<(), DpError> {
+        let (word, bit) = filter_pos(mask_id, hash);
+        let n = self.filter_refs.entry(word as u64 * 64 + bit as u64).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            let w = self.maps.mask_filter.get(&word, 0).map_err(|e| io_err("mask filter", e))?;
+            self.maps.mask_filter.set(word, w | 1 << bit, 0).map_err(|e| io_err("mask filter", e))?;
+        }
+        Ok(())
+    }
+
+    /// Uncounts a flow (already deleted) on its filter bit, clearing the bit
+    /// after the last.
+    fn filter_remove(&mut self, mask_id: u32, hash: u64) -> Result<(), DpError> {
+        let (word, bit) = filter_pos(mask_id, hash);
+        let key = word as u64 * 64 + bit as u64;
+        let Some(n) = self.filter_refs.get_mut(&key) else { return Ok(()) };
+        *n -= 1;
+        if *n == 0 {
+            self.filter_refs.remove(&key);
+            let w = self.maps.mask_filter.get(&word, 0).map_err(|e| io_err("mask filter", e))?;
+            self.maps.mask_filter.set(word, w & !(1 << bit), 0).map_err(|e| io_err("mask filter", e))?;
+        }
+        Ok(())
+    }
+
     /// Reorders the masks most-hit first (what the walk wants); rewrites only
     /// when the order changed.
     pub fn sort_masks(&mut self) -> Result<(), DpError> {
@@ -571,21 +619,57 @@ impl EbpfDatapath {
         Ok(())
     }
 
-    fn megaflow_key(&self, m: &FlowKey, key: &FlowKey) -> Option<MegaflowKey> {
+    /// The id the datapath knows mask `mask` by, if a flow uses it.
+    pub fn mask_id(&self, mask: &FlowKey) -> Option<u32> {
+        self.mask_ids.get(mask).copied()
+    }
+
+    fn megaflow_key(&self, m: &FlowKey, key: &FlowKey) -> Option<(u32, MegaflowKey)> {
         let id = *self.mask_ids.get(m)?;
-        Some(MegaflowKey { mask_id: id, _pad: 0, hash: masked_hash(key, m) })
+        Some((id, MegaflowKey { hash: megaflow_hash(id, key, m) }))
     }
 
     /// The stored entry of exactly this flow (same mask, same masked key).
     fn lookup_flow(&self, key: &FlowKey, mask: &FlowKey) -> Option<(MegaflowKey, FlowEntry)> {
-        let mk = self.megaflow_key(mask, key)?;
+        let (id, mk) = self.megaflow_key(mask, key)?;
         let e = self.maps.flows.get(&mk, 0).ok()?;
-        (e.key == key.masked(mask)).then_some((mk, e))
+        (e.mask_id == id && e.key == key.masked(mask)).then_some((mk, e))
     }
 
-    fn read_stats(&self, slot: u32) -> Result<FlowStatsSum, DpError> {
+    fn read_stats(&self, slot: u32, clock: &JiffiesClock) -> Result<FlowStatsSum, DpError> {
         let v = self.maps.stats.get(&slot, 0).map_err(|e| io_err("flow stats", e))?;
-        Ok(FlowStatsSum::sum(v.iter()))
+        Ok(FlowStatsSum::sum(v.iter(), clock))
+    }
+
+    /// Jiffies and CLOCK_MONOTONIC as the datapath reads them, now.
+    fn clock_sample(&self) -> Result<ClockSample, DpError> {
+        let fd = self.clock_prog.fd().map_err(|e| io_err("clock program", e))?.as_fd().as_raw_fd();
+        // The program ignores the frame; test runs want at least an Ethernet header.
+        crate::dpif::test_run::run_xdp(fd, &[0u8; 64], 0, 1)
+            .map_err(|e| io_err("read the datapath's clocks (BPF_PROG_TEST_RUN)", e))?;
+        self.clock_map.get(&0, 0).map_err(|e| io_err("clock map", e))
+    }
+
+    /// How long a jiffy is on this kernel: two clock samples 50 ms apart.
+    fn measure_jiffy(&self) -> Result<u32, DpError> {
+        for _ in 0..3 {
+            let a = self.clock_sample()?;
+            std::thread::sleep(Duration::from_millis(50));
+            let b = self.clock_sample()?;
+            if let Some(j) = JiffiesClock::jiffy_ns_between(&a, &b) {
+                return Ok(j.min(u32::MAX as u64) as u32);
+            }
+        }
+        Err(DpError::Bpf("the kernel's jiffies don't advance: can't time flows' last use".into()))
+    }
+
+    /// For turning the jiffies in flow stats into CLOCK_MONOTONIC.
+    fn jiffies_clock(&self) -> Result<JiffiesClock, DpError> {
+        let jiffy_ns = self.config()?.jiffy_ns as u64;
+        if jiffy_ns == 0 {
+            return Err(DpError::Bpf("the datapath's jiffy length is unset (created by an older oxvs?)".into()));
+        }
+        Ok(JiffiesClock { sample: self.clock_sample()?, jiffy_ns })
     }
 
     fn zero_stats(&mut self, slot: u32) -> Result<(), DpError> {
@@ -606,21 +690,18 @@ impl EbpfDatapath {
         clear: bool,
     ) -> Result<(), DpError> {
         let entry_template = FlowEntry { key: key.masked(mask), ..build_entry(key, mask, actions)? };
-        if let Some(mk) = self.megaflow_key(mask, key) {
-            if let Ok(other) = self.maps.flows.get(&mk, 0) {
-                if other.key != entry_template.key {
-                    // 64-bit hashes of two keys of one mask collide: vanishingly
-                    // rare, and refused rather than mixed up.
-                    return Err(DpError::Invalid("flow hash collides with another flow of the same mask".into()));
-                }
-            }
+        if let Some((id, mk)) = self.megaflow_key(mask, key)
+            && let Ok(other) = self.maps.flows.get(&mk, 0)
+            && (other.mask_id != id || other.key != entry_template.key)
+        {
+            return Err(hash_collision());
         }
         match self.lookup_flow(key, mask) {
             Some((mk, old)) => {
                 if !modify {
                     return Err(DpError::FlowExists);
                 }
-                let entry = FlowEntry { slot: old.slot, ..entry_template };
+                let entry = FlowEntry { slot: old.slot, mask_id: old.mask_id, ..entry_template };
                 if clear {
                     self.zero_stats(old.slot)?;
                 }
@@ -633,14 +714,19 @@ impl EbpfDatapath {
                 let slot = *self.free_slots.last().ok_or(DpError::TableFull(self.max_flows))?;
                 let id = self.mask_id_for(mask)?;
                 self.zero_stats(slot)?;
-                let mk = MegaflowKey { mask_id: id, _pad: 0, hash: masked_hash(key, mask) };
-                let entry = FlowEntry { slot, ..entry_template };
+                let mk = MegaflowKey { hash: megaflow_hash(id, key, mask) };
+                let entry = FlowEntry { slot, mask_id: id, ..entry_template };
+                // The filter bit before the flow: the datapath must never skip a flow.
+                self.filter_add(id, mk.hash)?;
                 if let Err(e) = self.maps.flows.insert(mk, entry, 1 /* BPF_NOEXIST */) {
+                    let _ = self.filter_remove(id, mk.hash);
                     if self.mask_refs[id as usize] == 0 {
                         self.mask_refs[id as usize] = 1;
                         let _ = self.release_mask(id);
                     }
-                    return Err(io_err("flows", e));
+                    // A new mask's flow whose key another mask's flow holds.
+                    let taken = matches!(&e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EEXIST));
+                    return Err(if taken { hash_collision() } else { io_err("flows", e) });
                 }
                 self.free_slots.pop();
                 self.mask_refs[id as usize] += 1;
@@ -656,7 +742,7 @@ impl EbpfDatapath {
             mask: *mask,
             actions: e.actions[..(e.n_actions as usize).min(MAX_ACTIONS)].to_vec(),
             tc_only: e.flags & FLOW_F_TC_ONLY != 0,
-            stats: self.read_stats(e.slot)?,
+            stats: self.read_stats(e.slot, &self.jiffies_clock()?)?,
         })
     }
 
@@ -664,9 +750,10 @@ impl EbpfDatapath {
     pub fn flow_del(&mut self, key: &FlowKey, mask: &FlowKey) -> Result<FlowStatsSum, DpError> {
         let (mk, e) = self.lookup_flow(key, mask).ok_or(DpError::NoSuchFlow)?;
         self.maps.flows.remove(&mk).map_err(|_| DpError::NoSuchFlow)?;
-        let stats = self.read_stats(e.slot)?;
+        self.filter_remove(e.mask_id, mk.hash)?;
+        let stats = self.read_stats(e.slot, &self.jiffies_clock()?)?;
         self.free_slots.push(e.slot);
-        self.release_mask(mk.mask_id)?;
+        self.release_mask(e.mask_id)?;
         Ok(stats)
     }
 
@@ -675,6 +762,12 @@ impl EbpfDatapath {
         let n = keys.len();
         for k in keys {
             let _ = self.maps.flows.remove(&k);
+        }
+        let mut words: Vec<u32> = self.filter_refs.keys().map(|b| (b / 64) as u32).collect();
+        words.sort_unstable();
+        words.dedup();
+        for w in words {
+            self.maps.mask_filter.set(w, 0, 0).map_err(|e| io_err("mask filter", e))?;
         }
         self.set_config(|c| {
             c.n_masks = 0;
@@ -686,19 +779,20 @@ impl EbpfDatapath {
 
     pub fn flow_dump(&self) -> Result<Vec<DpFlow>, DpError> {
         let masks: StdHashMap<u32, FlowKey> = self.mask_ids.iter().map(|(m, id)| (*id, *m)).collect();
+        let clock = self.jiffies_clock()?;
         let mut out = Vec::new();
         for kv in self.maps.flows.iter() {
-            let (k, e) = kv.map_err(|e| io_err("read flows", e))?;
-            let mask = match masks.get(&k.mask_id) {
+            let (_, e) = kv.map_err(|e| io_err("read flows", e))?;
+            let mask = match masks.get(&e.mask_id) {
                 Some(m) => *m,
-                None => self.maps.masks.get(&k.mask_id, 0).map_err(|e| io_err("masks", e))?.mask,
+                None => self.maps.masks.get(&e.mask_id, 0).map_err(|e| io_err("masks", e))?.mask,
             };
             out.push(DpFlow {
                 key: e.key,
                 mask,
                 actions: e.actions[..(e.n_actions as usize).min(MAX_ACTIONS)].to_vec(),
                 tc_only: e.flags & FLOW_F_TC_ONLY != 0,
-                stats: self.read_stats(e.slot)?,
+                stats: self.read_stats(e.slot, &clock)?,
             });
         }
         Ok(out)
@@ -706,9 +800,11 @@ impl EbpfDatapath {
 
     pub fn stats(&self) -> Result<DpStats, DpError> {
         let mut s = DpStats { n_flows: 0, n_masks: self.order.len(), ..Default::default() };
-        for i in 0..counter::N {
-            let v = self.maps.counters.get(&i, 0).map_err(|e| io_err("counters", e))?;
-            s.counters[i as usize] = v.iter().sum();
+        let per_cpu = self.maps.counters.get(&0, 0).map_err(|e| io_err("counters", e))?;
+        for cpu in per_cpu.iter() {
+            for (sum, v) in s.counters.iter_mut().zip(cpu.n.iter()) {
+                *sum += v;
+            }
         }
         // A packet XDP hands to tc is received and looked up once more there:
         // count it once.
@@ -809,6 +905,12 @@ fn verifier_err(prog: &str, e: aya::programs::ProgramError) -> DpError {
 }
 
 /// Checks a flow against what the datapath can do and encodes it.
+/// Two different flows with one 64-bit megaflow hash: vanishingly rare, and
+/// refused rather than mixed up.
+fn hash_collision() -> DpError {
+    DpError::Invalid("flow hash collides with another flow".into())
+}
+
 fn build_entry(key: &FlowKey, mask: &FlowKey, actions: &[Action]) -> Result<FlowEntry, DpError> {
     if actions.len() > MAX_ACTIONS {
         return Err(DpError::Invalid(format!("too many actions ({}, at most {MAX_ACTIONS})", actions.len())));

@@ -4,7 +4,7 @@ pub mod ebpf;
 pub mod odp;
 pub mod test_run;
 
-use oxvs_dp_abi::{FlowKey, FlowStats, UPCALL_MAX_BYTES, UpcallRecord};
+use oxvs_dp_abi::{ClockSample, FlowKey, FlowStats, UPCALL_MAX_BYTES, UpcallRecord};
 
 pub use ebpf::{AttachMode, DpFlow, DpOptions, DpPort, DpStats, EbpfDatapath};
 
@@ -43,15 +43,54 @@ pub struct FlowStatsSum {
 }
 
 impl FlowStatsSum {
-    pub fn sum<'a>(per_cpu: impl Iterator<Item = &'a FlowStats>) -> Self {
+    /// Sums per-CPU stats; the last hit's jiffies become CLOCK_MONOTONIC by `clock`.
+    pub fn sum<'a>(per_cpu: impl Iterator<Item = &'a FlowStats>, clock: &JiffiesClock) -> Self {
         let mut s = FlowStatsSum::default();
+        let mut used = 0;
         for c in per_cpu {
             s.packets += c.packets;
             s.bytes += c.bytes;
-            s.used_ns = s.used_ns.max(c.used_ns);
+            used = used.max(c.used_jiffies);
             s.tcp_flags |= c.tcp_flags;
         }
+        s.used_ns = clock.monotonic_ns(used);
         s
+    }
+}
+
+/// Turns the datapath's jiffies into CLOCK_MONOTONIC ns: both clocks read at
+/// one moment (by the datapath), and the length of a jiffy.
+#[derive(Clone, Copy, Debug)]
+pub struct JiffiesClock {
+    pub sample: ClockSample,
+    pub jiffy_ns: u64,
+}
+
+impl JiffiesClock {
+    /// 0 (never) stays 0. A jiffy later than the sample (a hit after it was
+    /// taken) counts as the sample's time.
+    pub fn monotonic_ns(&self, jiffies: u64) -> u64 {
+        if jiffies == 0 {
+            return 0;
+        }
+        let ago = self.sample.jiffies.saturating_sub(jiffies).saturating_mul(self.jiffy_ns);
+        self.sample.ns.saturating_sub(ago).max(1)
+    }
+
+    /// The kernel's jiffy length from two samples `a` then `b`: the nearest
+    /// common HZ (100, 250, 300, 1000) within 10%, else what was measured.
+    pub fn jiffy_ns_between(a: &ClockSample, b: &ClockSample) -> Option<u64> {
+        let (dj, dns) = (b.jiffies.checked_sub(a.jiffies)?, b.ns.checked_sub(a.ns)?);
+        if dj == 0 {
+            return None;
+        }
+        let measured = dns / dj;
+        let nearest = [100u64, 250, 300, 1000]
+            .iter()
+            .map(|hz| 1_000_000_000 / hz)
+            .min_by_key(|j| j.abs_diff(measured))
+            .filter(|j| j.abs_diff(measured) * 10 <= *j);
+        Some(nearest.unwrap_or(measured))
     }
 }
 
@@ -130,9 +169,40 @@ mod tests {
 
     #[test]
     fn stats_sum_over_cpus() {
-        let a = FlowStats { packets: 2, bytes: 100, used_ns: 5, tcp_flags: 0x02, _pad: [0; 6] };
-        let b = FlowStats { packets: 3, bytes: 50, used_ns: 9, tcp_flags: 0x10, _pad: [0; 6] };
-        let s = FlowStatsSum::sum([a, b].iter());
-        assert_eq!(s, FlowStatsSum { packets: 5, bytes: 150, used_ns: 9, tcp_flags: 0x12 });
+        // HZ=250: 4 ms a jiffy; the sample: jiffy 1000 at 10 s.
+        let clock = JiffiesClock { sample: ClockSample { jiffies: 1000, ns: 10_000_000_000 }, jiffy_ns: 4_000_000 };
+        let a = FlowStats { packets: 2, bytes: 100, used_jiffies: 5, tcp_flags: 0x02, _pad: [0; 6] };
+        let b = FlowStats { packets: 3, bytes: 50, used_jiffies: 900, tcp_flags: 0x10, _pad: [0; 6] };
+        let s = FlowStatsSum::sum([a, b].iter(), &clock);
+        assert_eq!(s, FlowStatsSum { packets: 5, bytes: 150, used_ns: 9_600_000_000, tcp_flags: 0x12 });
+        let never = FlowStats { used_jiffies: 0, ..a };
+        assert_eq!(FlowStatsSum::sum([never].iter(), &clock).used_ns, 0);
+    }
+
+    #[test]
+    fn jiffies_to_monotonic() {
+        let clock = JiffiesClock { sample: ClockSample { jiffies: 1000, ns: 10_000_000_000 }, jiffy_ns: 1_000_000 };
+        assert_eq!(clock.monotonic_ns(1000), 10_000_000_000);
+        assert_eq!(clock.monotonic_ns(1003), 10_000_000_000, "a hit after the sample is 'now'");
+        assert_eq!(clock.monotonic_ns(0), 0);
+        // Before boot would be negative: clamped, but still "used".
+        assert_eq!(clock.monotonic_ns(1), 9_001_000_000);
+        let far = JiffiesClock { jiffy_ns: 100_000_000, ..clock };
+        assert_eq!(far.monotonic_ns(1), 1);
+    }
+
+    #[test]
+    fn jiffy_length_snaps_to_a_common_hz() {
+        let s = |jiffies, ns| ClockSample { jiffies, ns };
+        // 50 ms at HZ=250 is 12 or 13 jiffies, at HZ=300 15, at HZ=1000 50.
+        assert_eq!(JiffiesClock::jiffy_ns_between(&s(100, 0), &s(113, 50_100_000)), Some(4_000_000));
+        assert_eq!(JiffiesClock::jiffy_ns_between(&s(100, 0), &s(115, 50_100_000)), Some(3_333_333));
+        assert_eq!(JiffiesClock::jiffy_ns_between(&s(100, 0), &s(150, 50_100_000)), Some(1_000_000));
+        assert_eq!(JiffiesClock::jiffy_ns_between(&s(100, 0), &s(105, 50_100_000)), Some(10_000_000));
+        // Something else: what was measured.
+        assert_eq!(JiffiesClock::jiffy_ns_between(&s(0, 0), &s(2, 50_000_000)), Some(25_000_000));
+        // No jiffy passed, or time ran backwards: no answer.
+        assert_eq!(JiffiesClock::jiffy_ns_between(&s(7, 0), &s(7, 50_000_000)), None);
+        assert_eq!(JiffiesClock::jiffy_ns_between(&s(7, 9), &s(8, 5)), None);
     }
 }

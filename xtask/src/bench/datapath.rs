@@ -327,9 +327,13 @@ fn test_runs(rigs: &mut [Rig], opts: &Opts, report: &mut Report) -> Result<()> {
         lookups_per_packet: Some(2.0),
     };
     results.push((c.name, run_case(&rigs[six], &c, opts.runs)?));
+    // The cache is per CPU: a run the scheduler moves to the other CPU
+    // (between repetitions) misses once more there, and fills that CPU's entry.
+    // A few such misses in a million don't change the average; more would.
     let emc_hits = rigs[six].dp_counter(counter::EMC_HIT)? - emc0;
-    if emc_hits < (TEST_RUN_REPEAT as u64 - 1) * opts.runs as u64 {
-        bail!("test run oxvs_emc_hit: only {emc_hits} EMC hits");
+    let repetitions = TEST_RUN_REPEAT as u64 * opts.runs as u64;
+    if emc_hits < repetitions - repetitions / 1000 {
+        bail!("test run oxvs_emc_hit: only {emc_hits} EMC hits in {repetitions} repetitions");
     }
 
     // A miss walks every mask (the EMC only remembers hits), then the upcall
@@ -489,6 +493,13 @@ pub fn run(opts: Opts) -> Result<()> {
         println!("  {:<13} ready in {:.1} s", kind.name(), t.elapsed().as_secs_f64());
     }
     let mut report = Report::default();
+    if opts.test_run_only {
+        test_runs(&mut rigs, &opts, &mut report)?;
+        program_sizes(&rigs, &mut report)?;
+        drop(rigs);
+        report.print_figures();
+        return Ok(());
+    }
     traffic(&mut rigs, &opts, &mut report)?;
     test_runs(&mut rigs, &opts, &mut report)?;
     program_sizes(&rigs, &mut report)?;
