@@ -175,7 +175,8 @@ fn apply_global(
         "format" | "data" | "no-headings" | "pretty" | "bare" | "max-column-width" => {
             g.style.apply_option(name, value.as_deref())?;
         }
-        "verbose" => super::vlog::set_verbosity(value.as_deref())?,
+        "verbose" => super::vlog::set_verbosity(value.as_deref())
+            .map_err(|e| format!("processing \"{}\": {e}", value.as_deref().unwrap_or_default()))?,
         // Other logging, clustering and SSL settings have no effect on what this
         // implementation does (it logs nothing and connects to one remote).
         _ => {}
