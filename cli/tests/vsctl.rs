@@ -804,3 +804,82 @@ fn reports_interfaces_ovs_vswitchd_could_not_set_up() {
         );
     }
 }
+
+#[test]
+fn ssl_remote_with_bootstrapped_ca_certificate() {
+    // The PKI of OVS's own "bootstrap ca cert" test: a client certificate
+    // signed by switchca, a self-signed server certificate whose CA the
+    // client learns on its first connection.
+    need("ovs-pki");
+    struct DirGuard(PathBuf);
+    impl Drop for DirGuard {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = Server::fresh_dir();
+    let _guard = DirGuard(dir.clone());
+    let pki = |args: &[&str]| {
+        let o = Command::new("ovs-pki")
+            .arg(format!("--dir={}", dir.join("pki").display()))
+            .arg(format!("--log={}", dir.join("pki.log").display()))
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ovs-pki {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    pki(&["init"]);
+    pki(&["req+sign", "vsctl", "switch"]);
+    pki(&["req", "ovsdbserver"]);
+    pki(&["self-sign", "ovsdbserver"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let f = |name: &str| dir.join(name).display().to_string();
+    let s = Server::start_with(
+        dir.clone(),
+        false,
+        &[
+            format!("--private-key={}", f("ovsdbserver-privkey.pem")),
+            format!("--certificate={}", f("ovsdbserver-cert.pem")),
+            format!("--ca-cert={}", f("pki/switchca/cacert.pem")),
+            format!("--remote=pssl:{port}:127.0.0.1"),
+        ],
+    );
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "server does not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ours = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_oxvs"))
+            .args(["vsctl", "-t", "10", "--no-wait", &format!("--db=ssl:127.0.0.1:{port}")])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let key = format!("--private-key={}", f("vsctl-privkey.pem"));
+    let cert = format!("--certificate={}", f("vsctl-cert.pem"));
+    let boot = format!("--bootstrap-ca-cert={}", f("cacert.pem"));
+
+    // No key: refused before anything is sent.
+    let o = ours(&[&cert, &boot, "list-br"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Private key must be configured"), "{}", describe(&o));
+    // A CA that did not sign the server's certificate: the handshake fails.
+    let o = ours(&[&key, &cert, &format!("--ca-cert={}", f("pki/controllerca/cacert.pem")), "list-br"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(!dir.join("cacert.pem").exists());
+    // The bootstrap connection saves the CA certificate and fails, as in OVS.
+    let o = ours(&[&key, &cert, &boot, "list-br"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    // The server's certificate file has a text dump before the PEM block.
+    let saved = std::fs::read_to_string(dir.join("cacert.pem")).unwrap();
+    assert!(saved.starts_with("-----BEGIN CERTIFICATE-----"), "{saved}");
+    assert!(std::fs::read_to_string(dir.join("ovsdbserver-cert.pem")).unwrap().ends_with(&saved));
+    // From then on the server is verified against it.
+    let o = ours(&[&key, &cert, &boot, "add-br", "br0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = ours(&[&key, &cert, &boot, "list-br"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "br0\n", "{}", String::from_utf8_lossy(&o.stderr));
+    drop(s);
+}

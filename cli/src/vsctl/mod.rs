@@ -194,10 +194,11 @@ enum Attempt {
     TryAgain,
 }
 
-async fn connect(db: &str, retry: bool) -> Result<Idl, Flow> {
+async fn connect(db: &str, retry: bool, ssl: &idl::SslOptions) -> Result<Idl, Flow> {
     let mut backoff = Duration::from_secs(1);
     loop {
-        let options = IdlOptions { database: "Open_vSwitch".into(), reconnect: retry, ..Default::default() };
+        let options =
+            IdlOptions { database: "Open_vSwitch".into(), reconnect: retry, ssl: ssl.clone(), ..Default::default() };
         match Idl::connect(db, options).await {
             Ok(idl) => return Ok(idl),
             Err(e) if !retry => return Err(Flow::Error(format!("{db}: {e}"))),
@@ -211,7 +212,7 @@ async fn connect(db: &str, retry: bool) -> Result<Idl, Flow> {
 
 async fn run(g: &GlobalOptions, cmds: &[ParsedCommand], args_text: &str) -> Result<(), Flow> {
     let db = g.db.clone().unwrap_or_else(default_db);
-    let mut idl = connect(&db, g.retry).await?;
+    let mut idl = connect(&db, g.retry, &g.ssl).await?;
     loop {
         let seqno = idl.seqno();
         match do_vsctl(&mut idl, g, cmds, args_text).await? {

@@ -8,6 +8,7 @@
 //! order, whenever the caller awaits one of its methods.
 mod replica;
 mod session;
+mod ssl;
 mod txn;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -16,6 +17,7 @@ use serde_json::Value;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use replica::{ChangeKind, Replica, ReplicaRow, RowChange, TableReplica, UpdateFormat, datum_string_map};
+pub use ssl::SslOptions;
 pub use txn::{Txn, TxnOutcome, TxnStatus};
 
 use crate::schema::DatabaseSchema;
@@ -37,6 +39,8 @@ pub struct IdlOptions {
     /// Only meaningful for clustered databases, which this library does not
     /// treat specially.
     pub leader_only: bool,
+    /// Keys and certificates for `ssl:` remotes.
+    pub ssl: SslOptions,
 }
 
 impl Default for IdlOptions {
@@ -48,6 +52,7 @@ impl Default for IdlOptions {
             max_backoff: Duration::from_secs(8),
             probe_interval: Some(Duration::from_secs(5)),
             leader_only: false,
+            ssl: SslOptions::default(),
         }
     }
 }

@@ -34,6 +34,8 @@ pub(crate) enum Remote {
     Tcp(String),
     PUnix(String),
     PTcp(String),
+    /// Address to connect to, and the host as given (for SNI).
+    Ssl(String, String),
 }
 
 impl Remote {
@@ -44,11 +46,11 @@ impl Remote {
             }
             return Ok(Remote::Unix(path.to_string()));
         }
-        if let Some(rest) = s.strip_prefix("tcp:") {
+        if let Some(rest) = s.strip_prefix("tcp:").or_else(|| s.strip_prefix("ssl:")) {
             // HOST:PORT, with an IPv6 host in brackets.
             let (host, port) = match rest.rsplit_once(':') {
                 Some((h, p)) if !h.is_empty() && !p.is_empty() => (h, p),
-                _ => return Err(IdlError::Connect(format!("{s}: expected tcp:IP:PORT"))),
+                _ => return Err(IdlError::Connect(format!("{s}: expected {}:IP:PORT", &s[..3]))),
             };
             if port.parse::<u16>().is_err() {
                 return Err(IdlError::Connect(format!("{s}: bad port number \"{port}\"")));
@@ -56,6 +58,9 @@ impl Remote {
             let host =
                 host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).map_or(host.to_string(), |h| h.to_string());
             let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+            if s.starts_with("ssl:") {
+                return Ok(Remote::Ssl(addr, host));
+            }
             return Ok(Remote::Tcp(addr));
         }
         if let Some(path) = s.strip_prefix("punix:") {
@@ -76,7 +81,7 @@ impl Remote {
             return Ok(Remote::PTcp(addr));
         }
         Err(IdlError::Connect(format!(
-            "{s}: unsupported remote (expected unix:PATH, tcp:IP:PORT, punix:PATH or ptcp:PORT[:IP])"
+            "{s}: unsupported remote (expected unix:PATH, tcp:IP:PORT, ssl:IP:PORT, punix:PATH or ptcp:PORT[:IP])"
         )))
     }
 }
@@ -94,7 +99,7 @@ pub(crate) fn io_reason(e: &io::Error) -> String {
     }
 }
 
-async fn open(remote: &Remote) -> Result<Box<dyn Stream>, String> {
+async fn open(remote: &Remote, options: &IdlOptions) -> Result<Box<dyn Stream>, String> {
     match remote {
         Remote::Unix(path) => UnixStream::connect(path).await.map(|s| Box::new(s) as Box<dyn Stream>),
         Remote::Tcp(addr) => match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -112,6 +117,14 @@ async fn open(remote: &Remote) -> Result<Box<dyn Stream>, String> {
         }
         .await
         .map(|s| Box::new(s) as Box<dyn Stream>),
+        Remote::Ssl(addr, host) => {
+            let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(r) => r.map_err(|e| io_reason(&e))?,
+                Err(_) => return Err(io_reason(&io::Error::from(io::ErrorKind::TimedOut))),
+            };
+            let _ = tcp.set_nodelay(true);
+            return super::ssl::connect(tcp, host, &options.ssl).await.map(|s| Box::new(s) as Box<dyn Stream>);
+        }
     }
     .map_err(|e| io_reason(&e))
 }
@@ -297,7 +310,7 @@ async fn session(
     events: &mpsc::UnboundedSender<Event>,
 ) -> End {
     let failed = |error| End::Failed { error, ready: false };
-    let stream = match open(&cfg.remote).await {
+    let stream = match open(&cfg.remote, &cfg.options).await {
         Ok(s) => s,
         Err(reason) => return failed(IdlError::Connect(reason)),
     };
@@ -451,7 +464,13 @@ mod tests {
         assert_eq!(Remote::parse("ptcp:6640").unwrap(), Remote::PTcp("0.0.0.0:6640".into()));
         assert_eq!(Remote::parse("ptcp:6640:127.0.0.1").unwrap(), Remote::PTcp("127.0.0.1:6640".into()));
         assert_eq!(Remote::parse("ptcp:6640:[::1]").unwrap(), Remote::PTcp("[::1]:6640".into()));
-        for bad in ["unix:", "tcp:1.2.3.4", "tcp:1.2.3.4:x", "ssl:1.2.3.4:6640", "/tmp/x", "punix:", "ptcp:x"] {
+        assert_eq!(
+            Remote::parse("ssl:127.0.0.1:6640").unwrap(),
+            Remote::Ssl("127.0.0.1:6640".into(), "127.0.0.1".into())
+        );
+        for bad in
+            ["unix:", "tcp:1.2.3.4", "tcp:1.2.3.4:x", "ssl:1.2.3.4", "tls:1.2.3.4:6640", "/tmp/x", "punix:", "ptcp:x"]
+        {
             assert!(Remote::parse(bad).is_err(), "{bad}");
         }
     }
