@@ -53,6 +53,11 @@ impl Server {
     }
 
     fn start_in(dir: PathBuf, ours: bool) -> Server {
+        Server::start_with(dir, ours, &[])
+    }
+
+    /// `extra`: more `--remote` options and the like.
+    fn start_with(dir: PathBuf, ours: bool, extra: &[String]) -> Server {
         need("ovsdb-tool");
         need("ovsdb-server");
         let db = dir.join("conf.db");
@@ -65,6 +70,7 @@ impl Server {
             .arg(format!("--remote=punix:{}", sock.display()))
             .arg(format!("--unixctl={}", dir.join("ctl").display()))
             .arg("--no-chdir")
+            .args(extra)
             .env("OVS_RUNDIR", &dir)
             .env("OVS_LOGDIR", &dir)
             .stdout(Stdio::null())
@@ -655,4 +661,225 @@ fn retry_waits_for_the_server_to_appear() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = s.run(false, &["--no-wait", "list-br"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "br0\n");
+}
+
+#[test]
+fn passive_remote_waits_for_the_server_to_connect() {
+    // --db=punix:PATH: listen on PATH and let the server connect to us
+    // (ovsdb-server --remote=unix:PATH), retrying without --retry as OVS does.
+    struct DirGuard(PathBuf);
+    impl Drop for DirGuard {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = Server::fresh_dir();
+    let _guard = DirGuard(dir.clone());
+    let listen = dir.join("vsctl.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oxvs"))
+        .args(["vsctl", &format!("--db=punix:{}", listen.display()), "--timeout=20", "--no-wait", "add-br", "br0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !listen.exists() {
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("no listening socket: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = Server::start_with(dir, false, &[format!("--remote=unix:{}", listen.display())]);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = s.run(false, &["--no-wait", "list-br"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "br0\n");
+
+    // Nobody connects: killed by the timeout's SIGALRM, like ovs-vsctl.
+    let o = Command::new(env!("CARGO_BIN_EXE_oxvs"))
+        .args(["vsctl", &format!("--db=punix:{}", s.dir.join("nobody.sock").display()), "--timeout=1", "init"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.signal(), Some(libc_sigalrm()), "{}", describe(&o));
+}
+
+#[test]
+fn log_settings_and_console_pattern_like_ovs() {
+    // -v settings: the console pattern, levels, and their errors give the
+    // same stderr as ovs-vsctl's, byte for byte.
+    for args in [
+        &["-vPATTERN:console:%c|%p|%m", "--no-wait", "create", "Bridge", "name=br0"][..],
+        &["-vPATTERN:any:[%-5p] %c: %m", "--no-wait", "create", "Bridge", "name=br1"],
+        &["-vconsole:off", "--no-wait", "create", "Bridge", "name=br2"],
+        &["-vdb_ctl_base:err", "--no-wait", "create", "Bridge", "name=br3"],
+        &["-vPATTERN", "show"],
+        &["-vwarn:dbg", "show"],
+        &["-vconsole:file", "show"],
+        &["-vPATTERN:nowhere:%m", "show"],
+    ] {
+        let s = Server::start(false);
+        let real = s.run(false, args);
+        let ours = s.run(true, args);
+        assert_eq!(
+            (String::from_utf8_lossy(&ours.stderr), ours.status.code()),
+            (String::from_utf8_lossy(&real.stderr), real.status.code()),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn reports_interfaces_ovs_vswitchd_could_not_set_up() {
+    // After cur_cfg catches up, the interfaces the command created that got
+    // no OpenFlow port (ofport -1) are named on stderr with the log
+    // directory; the exit status stays 0. "ovs-vswitchd" here is the test,
+    // answering for it.
+    for ours in [false, true] {
+        let s = Server::start(false);
+        assert!(s.run(false, &["--no-wait", "add-br", "br0"]).status.success());
+        let bin = if ours { env!("CARGO_BIN_EXE_oxvs") } else { "ovs-vsctl" };
+        let mut cmd = Command::new(bin);
+        if ours {
+            cmd.arg("vsctl");
+        }
+        let child = cmd
+            .args([&format!("--db=unix:{}", s.sock.display()), "--timeout=20", "add-port", "br0", "p1"])
+            .args(["--", "add-bond", "br0", "b0", "p2", "p3"])
+            .env("OVS_LOGDIR", "/some/log/dir")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        let next = loop {
+            let o = s.run(false, &["--no-wait", "get", "open_vswitch", ".", "next_cfg"]);
+            let next = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if next == "1" {
+                break next;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "next_cfg never bumped");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let o = s.run(
+            false,
+            &[
+                "--no-wait",
+                "set",
+                "interface",
+                "p1",
+                "ofport=-1",
+                "error=\"could not open network device p1 (No such device)\"",
+                "--",
+                "set",
+                "interface",
+                "p2",
+                "ofport=-1",
+                "--",
+                "set",
+                "interface",
+                "p3",
+                "ofport=3",
+                "--",
+                "set",
+                "open_vswitch",
+                ".",
+                &format!("cur_cfg={next}"),
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "ours={ours}");
+        // In the order the commands created them.
+        let lines: Vec<String> = String::from_utf8_lossy(&o.stderr).lines().map(str::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "ovs-vsctl: Error detected while setting up 'p1': could not open network device p1 (No such device).  See ovs-vswitchd log for details.",
+                "ovs-vsctl: Error detected while setting up 'p2'.  See ovs-vswitchd log for details.",
+                "ovs-vsctl: The default log directory is \"/some/log/dir\".",
+            ],
+            "ours={ours}"
+        );
+    }
+}
+
+#[test]
+fn ssl_remote_with_bootstrapped_ca_certificate() {
+    // The PKI of OVS's own "bootstrap ca cert" test: a client certificate
+    // signed by switchca, a self-signed server certificate whose CA the
+    // client learns on its first connection.
+    need("ovs-pki");
+    struct DirGuard(PathBuf);
+    impl Drop for DirGuard {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = Server::fresh_dir();
+    let _guard = DirGuard(dir.clone());
+    let pki = |args: &[&str]| {
+        let o = Command::new("ovs-pki")
+            .arg(format!("--dir={}", dir.join("pki").display()))
+            .arg(format!("--log={}", dir.join("pki.log").display()))
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ovs-pki {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    pki(&["init"]);
+    pki(&["req+sign", "vsctl", "switch"]);
+    pki(&["req", "ovsdbserver"]);
+    pki(&["self-sign", "ovsdbserver"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let f = |name: &str| dir.join(name).display().to_string();
+    let s = Server::start_with(
+        dir.clone(),
+        false,
+        &[
+            format!("--private-key={}", f("ovsdbserver-privkey.pem")),
+            format!("--certificate={}", f("ovsdbserver-cert.pem")),
+            format!("--ca-cert={}", f("pki/switchca/cacert.pem")),
+            format!("--remote=pssl:{port}:127.0.0.1"),
+        ],
+    );
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "server does not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ours = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_oxvs"))
+            .args(["vsctl", "-t", "10", "--no-wait", &format!("--db=ssl:127.0.0.1:{port}")])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let key = format!("--private-key={}", f("vsctl-privkey.pem"));
+    let cert = format!("--certificate={}", f("vsctl-cert.pem"));
+    let boot = format!("--bootstrap-ca-cert={}", f("cacert.pem"));
+
+    // No key: refused before anything is sent.
+    let o = ours(&[&cert, &boot, "list-br"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Private key must be configured"), "{}", describe(&o));
+    // A CA that did not sign the server's certificate: the handshake fails.
+    let o = ours(&[&key, &cert, &format!("--ca-cert={}", f("pki/controllerca/cacert.pem")), "list-br"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(!dir.join("cacert.pem").exists());
+    // The bootstrap connection saves the CA certificate and fails, as in OVS.
+    let o = ours(&[&key, &cert, &boot, "list-br"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    // The server's certificate file has a text dump before the PEM block.
+    let saved = std::fs::read_to_string(dir.join("cacert.pem")).unwrap();
+    assert!(saved.starts_with("-----BEGIN CERTIFICATE-----"), "{saved}");
+    assert!(std::fs::read_to_string(dir.join("ovsdbserver-cert.pem")).unwrap().ends_with(&saved));
+    // From then on the server is verified against it.
+    let o = ours(&[&key, &cert, &boot, "add-br", "br0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = ours(&[&key, &cert, &boot, "list-br"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "br0\n", "{}", String::from_utf8_lossy(&o.stderr));
+    drop(s);
 }

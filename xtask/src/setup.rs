@@ -8,8 +8,11 @@ use crate::run;
 
 /// Debian packages the build, tests, demo and benchmarks use: the reference
 /// Open vSwitch, iproute2 (ip, tc), ethtool (GRO on veth peers), util-linux
-/// (nsenter), ping, bpftool, tcpdump for debugging.
+/// (nsenter), ping, bpftool, tcpdump for debugging; OpenSSL's headers and
+/// pkg-config for the IDL's `ssl:` remotes (the openssl crate).
 const PACKAGES: &[&str] = &[
+    "libssl-dev",
+    "pkg-config",
     "openvswitch-switch",
     "openvswitch-common",
     "iproute2",

@@ -107,6 +107,7 @@ pub fn cmd_add_br(ctx: &mut Context) -> CmdResult {
     let iface = ctx.insert("Interface");
     ctx.write("Interface", &iface, "name", string_datum(&br_name));
     ctx.write("Interface", &iface, "type", string_datum("internal"));
+    ctx.new_ifaces.push(iface);
     let port = ctx.insert("Port");
     ctx.write("Port", &port, "name", string_datum(&br_name));
     ctx.write("Port", &port, "interfaces", uuid_set(&[iface]));
@@ -363,6 +364,7 @@ fn add_port(
         .map(|n| {
             let i = ctx.insert("Interface");
             ctx.write("Interface", &i, "name", string_datum(n));
+            ctx.new_ifaces.push(i);
             i
         })
         .collect();
@@ -432,6 +434,7 @@ pub fn cmd_add_bond_iface(ctx: &mut Context) -> CmdResult {
     ctx.check_conflicts(&iface_name, &format!("cannot create an interface named {iface_name}"))?;
     let iface = ctx.insert("Interface");
     ctx.write("Interface", &iface, "name", string_datum(&iface_name));
+    ctx.new_ifaces.push(iface);
     add_uuid_to(ctx, "Port", &port.port_cfg, "interfaces", iface);
     ctx.cache_mut().add_iface(&port.name, &iface_name, iface);
     Ok(())

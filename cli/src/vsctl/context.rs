@@ -62,6 +62,10 @@ pub struct Context<'a> {
     pub symbols: BTreeMap<String, Symbol>,
     pub cache: Option<Cache>,
     pub verified_ports: bool,
+    /// Interfaces this transaction creates (add-br, add-port, add-bond,
+    /// add-bond-iface): once ovs-vswitchd has reloaded, ovs-vsctl reports
+    /// those it could not set up (OVS's post_db_reload_expect_iface).
+    pub new_ifaces: Vec<Uuid>,
     // The command being run.
     pub argv: Vec<String>,
     pub options: BTreeMap<String, Option<String>>,
@@ -80,6 +84,7 @@ impl<'a> Context<'a> {
             symbols: BTreeMap::new(),
             cache: None,
             verified_ports: false,
+            new_ifaces: Vec::new(),
             argv: Vec::new(),
             options: BTreeMap::new(),
             last_command: false,

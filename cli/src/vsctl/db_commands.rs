@@ -548,10 +548,11 @@ pub fn cmd_create(ctx: &mut Context) -> CmdResult {
     let id = ctx.option_value("--id");
     let table = get_table(ctx.schema, ctx.arg(1))?;
     let row = match id {
-        Some(id) if Uuid::try_parse(&id).is_ok() && id.len() == 36 => {
-            // A persistent UUID chosen by the user needs the IDL's
-            // insert-with-uuid, which the transaction API does not offer.
-            return fail(format!("--id={id}: creating a row with a chosen UUID is not supported"));
+        // A UUID as the id: the row gets that UUID for good (OVS's
+        // insert_persist_uuid); no symbol, so no reference warnings.
+        Some(id) if let Some(uuid) = Uuid::try_parse(&id).ok().filter(|_| id.len() == 36) => {
+            let table_name = table.name.clone();
+            ctx.txn.insert_persist_uuid(&table_name, uuid)
         }
         Some(id) => {
             let table_name = table.name.clone();

@@ -15,6 +15,7 @@ mod db_commands;
 mod extra_commands;
 mod options;
 mod show;
+mod vlog;
 
 use oxvs_ovsdb::idl;
 
@@ -71,19 +72,9 @@ pub fn process_escape_args(words: &[String]) -> String {
     out
 }
 
-/// Sequence number of the next log message. ovs-vsctl logs "Called as ..."
-/// (not shown on the console) first when its commands may write, so its
-/// first warning is then number 2.
-static LOG_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-
-/// A warning on stderr in the form OVS's console log uses.
+/// A warning on stderr in the console log's form (see [`vlog`]).
 pub fn warn(module: &str, text: &str) {
-    let seq = LOG_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let secs =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
-    let (y, m, d) = oxvs_ovsdb::vlog::civil_from_days(secs.div_euclid(86400));
-    let t = secs.rem_euclid(86400);
-    eprintln!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z|{seq:05}|{module}|WARN|{text}", t / 3600, t / 60 % 60, t % 60);
+    vlog::warn(module, text);
 }
 
 /// What started us, for the transaction comment, as ovs-vsctl reports it:
@@ -149,7 +140,7 @@ pub fn main(prog: &str, args: Vec<String>) -> ExitCode {
         }
     }
     if cmds.iter().any(|c| c.syntax.mode == Mode::ReadWrite) {
-        LOG_SEQ.store(2, std::sync::atomic::Ordering::Relaxed);
+        vlog::set_next_seq(2);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
@@ -194,14 +185,20 @@ struct Output {
 }
 
 enum Attempt {
-    Done { outputs: Vec<Output>, wait_for: Option<i64> },
+    /// `new_ifaces`: the real UUIDs of the interfaces the transaction created.
+    Done {
+        outputs: Vec<Output>,
+        wait_for: Option<i64>,
+        new_ifaces: Vec<uuid::Uuid>,
+    },
     TryAgain,
 }
 
-async fn connect(db: &str, retry: bool) -> Result<Idl, Flow> {
+async fn connect(db: &str, retry: bool, ssl: &idl::SslOptions) -> Result<Idl, Flow> {
     let mut backoff = Duration::from_secs(1);
     loop {
-        let options = IdlOptions { database: "Open_vSwitch".into(), reconnect: retry, ..Default::default() };
+        let options =
+            IdlOptions { database: "Open_vSwitch".into(), reconnect: retry, ssl: ssl.clone(), ..Default::default() };
         match Idl::connect(db, options).await {
             Ok(idl) => return Ok(idl),
             Err(e) if !retry => return Err(Flow::Error(format!("{db}: {e}"))),
@@ -215,14 +212,15 @@ async fn connect(db: &str, retry: bool) -> Result<Idl, Flow> {
 
 async fn run(g: &GlobalOptions, cmds: &[ParsedCommand], args_text: &str) -> Result<(), Flow> {
     let db = g.db.clone().unwrap_or_else(default_db);
-    let mut idl = connect(&db, g.retry).await?;
+    let mut idl = connect(&db, g.retry, &g.ssl).await?;
     loop {
         let seqno = idl.seqno();
         match do_vsctl(&mut idl, g, cmds, args_text).await? {
-            Attempt::Done { outputs, wait_for } => {
+            Attempt::Done { outputs, wait_for, new_ifaces } => {
                 print_outputs(g, &outputs);
                 if let Some(next_cfg) = wait_for {
                     wait_for_reload(&mut idl, next_cfg).await?;
+                    report_failed_ifaces(&idl, &new_ifaces);
                 }
                 return Ok(());
             }
@@ -259,6 +257,43 @@ fn print_outputs(g: &GlobalOptions, outputs: &[Output]) {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
+}
+
+/// Where ovs-vswitchd logs by default, as OVS's ovs_logdir() says.
+fn ovs_logdir() -> String {
+    std::env::var("OVS_LOGDIR").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "/var/log/openvswitch".into())
+}
+
+/// After ovs-vswitchd has reloaded: the interfaces we created that it
+/// could not set up (no ofport, or -1) are reported on stderr, as OVS's
+/// post_db_reload_do_checks does; the exit status stays 0.
+fn report_failed_ifaces(idl: &Idl, new_ifaces: &[uuid::Uuid]) {
+    let replica = idl.replica();
+    let Some(table) = replica.table("Interface") else { return };
+    let mut any = false;
+    for uuid in new_ifaces {
+        let Some(row) = table.rows.get(uuid) else { continue };
+        let ofport = row.get("ofport").and_then(|d| d.keys.first()).and_then(|a| a.as_integer());
+        if ofport.is_some_and(|p| p != -1) {
+            continue;
+        }
+        let string = |col: &str| {
+            row.get(col).and_then(|d| d.keys.first()).and_then(|a| a.as_str().map(str::to_string)).unwrap_or_default()
+        };
+        let name = string("name");
+        let error = string("error");
+        if error.is_empty() {
+            eprintln!("ovs-vsctl: Error detected while setting up '{name}'.  See ovs-vswitchd log for details.");
+        } else {
+            eprintln!(
+                "ovs-vsctl: Error detected while setting up '{name}': {error}.  See ovs-vswitchd log for details."
+            );
+        }
+        any = true;
+    }
+    if any {
+        eprintln!("ovs-vsctl: The default log directory is \"{}\".", ovs_logdir());
+    }
 }
 
 /// Waits until ovs-vswitchd has caught up with our change.
@@ -336,6 +371,7 @@ async fn do_vsctl(idl: &mut Idl, g: &GlobalOptions, cmds: &[ParsedCommand], args
         }
     }
 
+    let new_ifaces = std::mem::take(&mut ctx.new_ifaces);
     let mut txn = ctx.txn;
     if g.wait_for_reload {
         // Sent only along with some other change (OVS: force=false).
@@ -364,7 +400,9 @@ async fn do_vsctl(idl: &mut Idl, g: &GlobalOptions, cmds: &[ParsedCommand], args
     }
     let wait_for =
         (g.wait_for_reload && outcome.status == TxnStatus::Success).then(|| outcome.increment_new_value.unwrap_or(0));
-    Ok(Attempt::Done { outputs, wait_for })
+    // Rows deleted again within the transaction were never inserted.
+    let new_ifaces = new_ifaces.iter().filter_map(|temp| outcome.inserted.get(temp).copied()).collect();
+    Ok(Attempt::Done { outputs, wait_for, new_ifaces })
 }
 
 fn usage(prog: &str) -> String {

@@ -81,6 +81,8 @@ pub struct GlobalOptions {
     pub timeout: Option<u32>,
     pub retry: bool,
     pub style: TableStyle,
+    /// For `ssl:` remotes.
+    pub ssl: oxvs_ovsdb::idl::SslOptions,
 }
 
 /// The first thing to do: run commands, or print something and exit.
@@ -175,7 +177,20 @@ fn apply_global(
         "format" | "data" | "no-headings" | "pretty" | "bare" | "max-column-width" => {
             g.style.apply_option(name, value.as_deref())?;
         }
-        // Logging, clustering and SSL settings have no effect on what this
+        "private-key" => g.ssl.private_key = value.map(Into::into),
+        "certificate" => g.ssl.certificate = value.map(Into::into),
+        "ca-cert" => {
+            g.ssl.ca_cert = value.map(Into::into);
+            g.ssl.bootstrap_ca_cert = false;
+        }
+        "bootstrap-ca-cert" => {
+            g.ssl.ca_cert = value.map(Into::into);
+            g.ssl.bootstrap_ca_cert = true;
+        }
+        "verbose" => super::vlog::set_verbosity(value.as_deref())
+            .map_err(|e| format!("processing \"{}\": {e}", value.as_deref().unwrap_or_default()))?,
+        // Other logging, clustering and SSL settings (protocols, ciphers,
+        // peer CA certificate) have no effect on what this
         // implementation does (it logs nothing and connects to one remote).
         _ => {}
     }
@@ -206,6 +221,7 @@ pub fn parse_args(args: &[String]) -> Result<Action, String> {
         timeout: None,
         retry: false,
         style: TableStyle::default(),
+        ssl: Default::default(),
     };
     let mut action = None;
     let mut local: BTreeMap<String, Option<String>> = BTreeMap::new();

@@ -1178,4 +1178,17 @@ pub const CASES: &[Case] = &[
             "br-get-external-id br0",
         ],
     },
+    Case {
+        name: "create_with_chosen_uuid",
+        setup: INIT,
+        cmds: &[
+            "--id=c5cc12f8-eaa1-43a7-8a73-bccd18df1111 create bridge name=tst0 -- add open . bridges c5cc12f8-eaa1-43a7-8a73-bccd18df1111",
+            "get bridge tst0 _uuid",
+            "list-br",
+            "--id=c5cc12f8-eaa1-43a7-8a73-bccd18df2222 create Bridge name=tst1",
+            "--id=c5cc12f8-eaa1-43a7-8a73-bccd18df1111 create Bridge name=dup",
+            "--id=C5CC12F8-EAA1-43A7-8A73-BCCD18DF3333 create Bridge name=upper -- add open . bridges C5CC12F8-EAA1-43A7-8A73-BCCD18DF3333",
+            "--columns=name,_uuid list Bridge",
+        ],
+    },
 ];

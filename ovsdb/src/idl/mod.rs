@@ -9,6 +9,7 @@
 mod partial;
 mod replica;
 mod session;
+mod ssl;
 mod txn;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -17,6 +18,7 @@ use serde_json::Value;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use replica::{ChangeKind, Replica, ReplicaRow, RowChange, TableReplica, UpdateFormat, datum_string_map};
+pub use ssl::SslOptions;
 pub use txn::{Txn, TxnOutcome, TxnStatus};
 
 use crate::schema::DatabaseSchema;
@@ -38,6 +40,8 @@ pub struct IdlOptions {
     /// Only meaningful for clustered databases, which this library does not
     /// treat specially.
     pub leader_only: bool,
+    /// Keys and certificates for `ssl:` remotes.
+    pub ssl: SslOptions,
 }
 
 impl Default for IdlOptions {
@@ -49,6 +53,7 @@ impl Default for IdlOptions {
             max_backoff: Duration::from_secs(8),
             probe_interval: Some(Duration::from_secs(5)),
             leader_only: false,
+            ssl: SslOptions::default(),
         }
     }
 }

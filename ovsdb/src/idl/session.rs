@@ -25,11 +25,17 @@ pub(crate) const MONITOR_ID: &str = "oxvs-idl";
 /// Give up on a TCP connection attempt after this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where to connect, parsed from `unix:PATH` or `tcp:HOST:PORT`.
+/// Where to connect, parsed from `unix:PATH` or `tcp:HOST:PORT`; or, for
+/// the passive `punix:PATH` and `ptcp:PORT[:IP]`, where to wait for the
+/// server to connect to us (as OVS's IDL does with a pstream).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Remote {
     Unix(String),
     Tcp(String),
+    PUnix(String),
+    PTcp(String),
+    /// Address to connect to, and the host as given (for SNI).
+    Ssl(String, String),
 }
 
 impl Remote {
@@ -40,11 +46,11 @@ impl Remote {
             }
             return Ok(Remote::Unix(path.to_string()));
         }
-        if let Some(rest) = s.strip_prefix("tcp:") {
+        if let Some(rest) = s.strip_prefix("tcp:").or_else(|| s.strip_prefix("ssl:")) {
             // HOST:PORT, with an IPv6 host in brackets.
             let (host, port) = match rest.rsplit_once(':') {
                 Some((h, p)) if !h.is_empty() && !p.is_empty() => (h, p),
-                _ => return Err(IdlError::Connect(format!("{s}: expected tcp:IP:PORT"))),
+                _ => return Err(IdlError::Connect(format!("{s}: expected {}:IP:PORT", &s[..3]))),
             };
             if port.parse::<u16>().is_err() {
                 return Err(IdlError::Connect(format!("{s}: bad port number \"{port}\"")));
@@ -52,9 +58,31 @@ impl Remote {
             let host =
                 host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).map_or(host.to_string(), |h| h.to_string());
             let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+            if s.starts_with("ssl:") {
+                return Ok(Remote::Ssl(addr, host));
+            }
             return Ok(Remote::Tcp(addr));
         }
-        Err(IdlError::Connect(format!("{s}: unsupported remote (expected unix:PATH or tcp:IP:PORT)")))
+        if let Some(path) = s.strip_prefix("punix:") {
+            if path.is_empty() {
+                return Err(IdlError::Connect(format!("{s}: missing socket path")));
+            }
+            return Ok(Remote::PUnix(path.to_string()));
+        }
+        if let Some(rest) = s.strip_prefix("ptcp:") {
+            // PORT[:IP], with an IPv6 address in brackets; all IPv4
+            // addresses by default.
+            let (port, host) = rest.split_once(':').unwrap_or((rest, "0.0.0.0"));
+            if port.parse::<u16>().is_err() {
+                return Err(IdlError::Connect(format!("{s}: bad port number \"{port}\"")));
+            }
+            let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+            let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+            return Ok(Remote::PTcp(addr));
+        }
+        Err(IdlError::Connect(format!(
+            "{s}: unsupported remote (expected unix:PATH, tcp:IP:PORT, ssl:IP:PORT, punix:PATH or ptcp:PORT[:IP])"
+        )))
     }
 }
 
@@ -71,7 +99,7 @@ pub(crate) fn io_reason(e: &io::Error) -> String {
     }
 }
 
-async fn open(remote: &Remote) -> Result<Box<dyn Stream>, String> {
+async fn open(remote: &Remote, options: &IdlOptions) -> Result<Box<dyn Stream>, String> {
     match remote {
         Remote::Unix(path) => UnixStream::connect(path).await.map(|s| Box::new(s) as Box<dyn Stream>),
         Remote::Tcp(addr) => match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -81,8 +109,39 @@ async fn open(remote: &Remote) -> Result<Box<dyn Stream>, String> {
             }),
             Err(_) => Err(io::Error::from(io::ErrorKind::TimedOut)),
         },
+        Remote::PUnix(path) => accept_unix(path).await.map(|s| Box::new(s) as Box<dyn Stream>),
+        Remote::PTcp(addr) => async {
+            let (s, _) = tokio::net::TcpListener::bind(addr).await?.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        .await
+        .map(|s| Box::new(s) as Box<dyn Stream>),
+        Remote::Ssl(addr, host) => {
+            let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(r) => r.map_err(|e| io_reason(&e))?,
+                Err(_) => return Err(io_reason(&io::Error::from(io::ErrorKind::TimedOut))),
+            };
+            let _ = tcp.set_nodelay(true);
+            return super::ssl::connect(tcp, host, &options.ssl).await.map(|s| Box::new(s) as Box<dyn Stream>);
+        }
     }
     .map_err(|e| io_reason(&e))
+}
+
+/// Listens on `path` until one peer connects, then stops listening; the
+/// socket file goes with the listener. A stale socket file left by an
+/// earlier listener is replaced, as OVS does.
+async fn accept_unix(path: &str) -> io::Result<UnixStream> {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    let accepted = listener.accept().await;
+    drop(listener);
+    let _ = std::fs::remove_file(path);
+    Ok(accepted?.0)
 }
 
 /// What the session tells the `Idl`, in the order the server sent it.
@@ -251,7 +310,7 @@ async fn session(
     events: &mpsc::UnboundedSender<Event>,
 ) -> End {
     let failed = |error| End::Failed { error, ready: false };
-    let stream = match open(&cfg.remote).await {
+    let stream = match open(&cfg.remote, &cfg.options).await {
         Ok(s) => s,
         Err(reason) => return failed(IdlError::Connect(reason)),
     };
@@ -401,7 +460,17 @@ mod tests {
         assert_eq!(Remote::parse("unix:/a/b").unwrap(), Remote::Unix("/a/b".into()));
         assert_eq!(Remote::parse("tcp:127.0.0.1:6640").unwrap(), Remote::Tcp("127.0.0.1:6640".into()));
         assert_eq!(Remote::parse("tcp:[::1]:6640").unwrap(), Remote::Tcp("[::1]:6640".into()));
-        for bad in ["unix:", "tcp:1.2.3.4", "tcp:1.2.3.4:x", "ssl:1.2.3.4:6640", "/tmp/x"] {
+        assert_eq!(Remote::parse("punix:db.sock").unwrap(), Remote::PUnix("db.sock".into()));
+        assert_eq!(Remote::parse("ptcp:6640").unwrap(), Remote::PTcp("0.0.0.0:6640".into()));
+        assert_eq!(Remote::parse("ptcp:6640:127.0.0.1").unwrap(), Remote::PTcp("127.0.0.1:6640".into()));
+        assert_eq!(Remote::parse("ptcp:6640:[::1]").unwrap(), Remote::PTcp("[::1]:6640".into()));
+        assert_eq!(
+            Remote::parse("ssl:127.0.0.1:6640").unwrap(),
+            Remote::Ssl("127.0.0.1:6640".into(), "127.0.0.1".into())
+        );
+        for bad in
+            ["unix:", "tcp:1.2.3.4", "tcp:1.2.3.4:x", "ssl:1.2.3.4", "tls:1.2.3.4:6640", "/tmp/x", "punix:", "ptcp:x"]
+        {
             assert!(Remote::parse(bad).is_err(), "{bad}");
         }
     }

@@ -73,6 +73,9 @@ struct TxnRow {
     /// Verified while the replica did not have the row: the check is then
     /// that it still does not exist.
     verified_absent: bool,
+    /// Inserted with a uuid the caller chose (OVS's persist_uuid): the
+    /// insert names it with "uuid" and references to it stay plain uuids.
+    persist_uuid: bool,
 }
 
 /// A transaction being built. Owned and independent of the [`Idl`](super::Idl)
@@ -161,6 +164,7 @@ impl Txn {
                     partial: BTreeMap::new(),
                     prereqs: BTreeMap::new(),
                     verified_absent: false,
+                    persist_uuid: false,
                 });
                 self.index.insert(*uuid, self.rows.len() - 1);
                 self.rows.len() - 1
@@ -178,6 +182,23 @@ impl Txn {
         let u = Uuid::new_v4();
         self.row_mut(table, &u).inserted = true;
         u
+    }
+
+    /// A new row in `table` whose uuid is `uuid` for good (OVS's
+    /// ovsdb_idl_txn_insert_persist_uuid); the server refuses it if a row
+    /// already has that uuid.
+    pub fn insert_persist_uuid(&mut self, table: &str, uuid: Uuid) -> Uuid {
+        if !self.schema.tables.contains_key(table) {
+            self.fail(format!("no table {table} in the schema"));
+        }
+        if self.index.contains_key(&uuid) {
+            self.fail(format!("row {uuid} is already used in this transaction"));
+            return uuid;
+        }
+        let r = self.row_mut(table, &uuid);
+        r.inserted = true;
+        r.persist_uuid = true;
+        uuid
     }
 
     /// Sets a whole column of `row` (an existing row or one inserted here).
@@ -421,6 +442,7 @@ impl Txn {
                 if a.len() == 2 && a[0] == "uuid" {
                     if let Ok(u) = uuid_from_json(&Value::Array(a.clone()), None)
                         && self.is_inserted(&u)
+                        && !self.index.get(&u).is_some_and(|&i| self.rows[i].persist_uuid)
                     {
                         return json!(["named-uuid", row_name(&u)]);
                     }
@@ -509,7 +531,11 @@ impl Txn {
                     .map(|(c, v)| (c.clone(), self.substitute(v.to_json())))
                     .collect();
                 inserts.push((r.uuid, ops.len() - 1));
-                ops.push(json!({"op": "insert", "table": r.table, "uuid-name": row_name(&r.uuid), "row": row}));
+                if r.persist_uuid {
+                    ops.push(json!({"op": "insert", "table": r.table, "uuid": r.uuid.to_string(), "row": row}));
+                } else {
+                    ops.push(json!({"op": "insert", "table": r.table, "uuid-name": row_name(&r.uuid), "row": row}));
+                }
                 any_updates = true;
             } else if !r.written.is_empty() {
                 let old = replica.row(&r.table, &r.uuid);
