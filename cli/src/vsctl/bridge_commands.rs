@@ -377,7 +377,7 @@ fn add_port(
     }
     let port_table = ctx.schema.tables["Port"].clone();
     for s in settings {
-        set_column(ctx, &port_table, &port, s)?;
+        set_column(ctx, &port_table, &port, s, false)?;
     }
     let br_cfg = ctx.cache().real_bridge_cfg(br_name);
     add_uuid_to(ctx, "Bridge", &br_cfg, "ports", port);
@@ -435,7 +435,11 @@ pub fn cmd_add_bond_iface(ctx: &mut Context) -> CmdResult {
     let iface = ctx.insert("Interface");
     ctx.write("Interface", &iface, "name", string_datum(&iface_name));
     ctx.new_ifaces.push(iface);
-    add_uuid_to(ctx, "Port", &port.port_cfg, "interfaces", iface);
+    // A partial set update, as OVS's ovsrec_port_update_interfaces_addvalue():
+    // bonds changed at the same time by other clients do not conflict. Later
+    // commands see the interface through the cache, not through reads of
+    // the column.
+    ctx.txn.write_partial_set("Port", &port.port_cfg, "interfaces", &Datum::scalar(Atom::Uuid(iface)));
     ctx.cache_mut().add_iface(&port.name, &iface_name, iface);
     Ok(())
 }
@@ -456,8 +460,10 @@ pub fn cmd_del_bond_iface(ctx: &mut Context) -> CmdResult {
     if port.ifaces.len() <= 1 {
         return fail(format!("cannot delete last interface from port {}", port.name));
     }
-    remove_uuid_from(ctx, "Port", &port.port_cfg, "interfaces", iface.iface_cfg);
-    ctx.delete("Interface", &iface.iface_cfg);
+    // A partial set update (ovsrec_port_update_interfaces_delvalue()); the
+    // Interface row is left to the server's garbage collection, so, as in
+    // OVS, it is not deleted here.
+    ctx.txn.delete_partial_set("Port", &port.port_cfg, "interfaces", &Datum::scalar(Atom::Uuid(iface.iface_cfg)));
     ctx.cache_mut().del_iface(&iface_name);
     Ok(())
 }

@@ -371,7 +371,21 @@ pub fn cmd_find(ctx: &mut Context) -> CmdResult {
 }
 
 /// set_column: "column[:key]=value" applied to `row`.
-pub fn set_column(ctx: &mut Context, table: &TableSchema, row: &Uuid, arg: &str) -> Result<(), String> {
+///
+/// With `use_partial_update`, "column:key=value" goes out as a partial map
+/// update that the server merges at commit: nothing is read or verified, so
+/// concurrent runs setting keys of the same map do not conflict, but the
+/// commands after it would not see the new pair (as ovsdb_idl_read() does
+/// not reflect partial updates), which is why OVS's cmd_set asks for it only
+/// on the last command. A whole-column "column=value" is always a plain
+/// write.
+pub fn set_column(
+    ctx: &mut Context,
+    table: &TableSchema,
+    row: &Uuid,
+    arg: &str,
+    use_partial_update: bool,
+) -> Result<(), String> {
     let ckv = parse_column_key_value(arg, table, Some(&[]))?;
     let Some((_, value)) = ckv.op_value else { return Err(format!("{arg}: missing value")) };
     let column = ckv.column;
@@ -383,6 +397,11 @@ pub fn set_column(ctx: &mut Context, table: &TableSchema, row: &Uuid, arg: &str)
             };
             let key = ctx.atom_from_string(&column.type_.key, &key_string)?;
             let value = ctx.atom_from_string(value_type, &value)?;
+            if use_partial_update {
+                let pair = Datum { keys: vec![key], values: Some(vec![value]) };
+                ctx.txn.write_partial_map(&table.name, row, &column.name, &pair);
+                return Ok(());
+            }
             let mut datum = ctx.read(&table.name, row, &column.name);
             let values = datum.values.get_or_insert_with(Vec::new);
             match datum.keys.binary_search(&key) {
@@ -410,7 +429,8 @@ pub fn cmd_set(ctx: &mut Context) -> CmdResult {
     let Some(row) = ctx.get_row(&table.name, &id, must_exist)? else { return Ok(()) };
     for i in 3..ctx.argv.len() {
         let arg = ctx.argv[i].clone();
-        set_column(ctx, table, &row, &arg)?;
+        let last = ctx.last_command;
+        set_column(ctx, table, &row, &arg, last)?;
     }
     ctx.invalidate_cache();
     Ok(())
@@ -593,7 +613,7 @@ pub fn cmd_create(ctx: &mut Context) -> CmdResult {
     };
     for i in 2..ctx.argv.len() {
         let arg = ctx.argv[i].clone();
-        set_column(ctx, table, &row, &arg)?;
+        set_column(ctx, table, &row, &arg, false)?;
     }
     ctx.output = row.to_string();
     Ok(())

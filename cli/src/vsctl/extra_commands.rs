@@ -163,9 +163,10 @@ pub fn cmd_add_zone_tp(ctx: &mut Context) -> CmdResult {
         None => {
             let z = ctx.insert("CT_Zone");
             ctx.write("CT_Zone", &z, "timeout_policy", Datum::scalar(Atom::Uuid(tp)));
-            let mut zones = zones;
-            zones.insert(zone, Atom::Uuid(z));
-            ctx.write("Datapath", &dp, "ct_zones", int_datum(&zones));
+            // A partial map update (ovsrec_datapath_update_ct_zones_setkey()):
+            // zones added to the datapath by others at the same time stay.
+            let pair = Datum { keys: vec![Atom::Integer(zone)], values: Some(vec![Atom::Uuid(z)]) };
+            ctx.txn.write_partial_map("Datapath", &dp, "ct_zones", &pair);
         }
     }
     Ok(())
@@ -176,14 +177,14 @@ pub fn cmd_del_zone_tp(ctx: &mut Context) -> CmdResult {
     let dp_name = ctx.arg(1).to_string();
     let zone = zone_id(ctx.arg(2));
     let Some(dp) = find_datapath(ctx, &dp_name) else { return fail(format!("datapath {dp_name} does not exist")) };
-    let mut zones = int_map(ctx, "Datapath", &dp, "ct_zones");
-    if zones.remove(&zone).is_none() {
+    if !int_map(ctx, "Datapath", &dp, "ct_zones").contains_key(&zone) {
         if must_exist {
             return fail(format!("zone id {zone} does not exist"));
         }
         return Ok(());
     }
-    ctx.write("Datapath", &dp, "ct_zones", int_datum(&zones));
+    // A partial map update (ovsrec_datapath_update_ct_zones_delkey()).
+    ctx.txn.delete_partial_map("Datapath", &dp, "ct_zones", &Datum::scalar(Atom::Integer(zone)));
     Ok(())
 }
 
