@@ -460,10 +460,11 @@ pub fn cmd_del_bond_iface(ctx: &mut Context) -> CmdResult {
     if port.ifaces.len() <= 1 {
         return fail(format!("cannot delete last interface from port {}", port.name));
     }
-    // A partial set update (ovsrec_port_update_interfaces_delvalue()); the
-    // Interface row is left to the server's garbage collection, so, as in
-    // OVS, it is not deleted here.
+    // A partial set update (ovsrec_port_update_interfaces_delvalue()). The
+    // Interface row's delete is not sent (the server collects it once the
+    // mutate drops the last reference) but hides it from later commands.
     ctx.txn.delete_partial_set("Port", &port.port_cfg, "interfaces", &Datum::scalar(Atom::Uuid(iface.iface_cfg)));
+    ctx.delete("Interface", &iface.iface_cfg);
     ctx.cache_mut().del_iface(&iface_name);
     Ok(())
 }

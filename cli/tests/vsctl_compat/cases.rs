@@ -50,6 +50,12 @@ const TYPES: &[&str] = &[
     "add-port br0 t5 tag=5 -- set Port t5 trunks=1,2,3 vlan_mode=native-untagged",
     "set Open_vSwitch . ovs_version=3.1.0 external_ids:system-id=host1",
 ];
+const ZONES: &[&str] = &[
+    "init",
+    "add-br br0",
+    "add-bond br0 bond0 a b c",
+    "-- --id=@d create Datapath datapath_version=0 -- set Open_vSwitch . datapaths:system=@d",
+];
 const VALUES: &[&str] = &[
     "init",
     "add-br br0",
@@ -803,6 +809,90 @@ pub const CASES: &[Case] = &[
             "& 6 add Port p1 trunks {i}0 -- get Bridge br0 name",
             "get Bridge br0 flood_vlans",
             "get Port p1 trunks",
+        ],
+    },
+    // set's column:key=value on the last command is a partial map update
+    // (a mutate the server merges and checks); earlier commands verify and
+    // rewrite the column, so the commands after them see the new pair.
+    Case {
+        name: "set_last_command_partial",
+        setup: VALUES,
+        cmds: &[
+            "set Bridge br0 other_config:x=new",
+            "get Bridge br0 other_config",
+            "set Bridge br0 external_ids:k=w -- get Bridge br0 external_ids:k",
+            "set Bridge br0 external_ids:k=z external_ids:k=y -- set Bridge br0 external_ids:m=1",
+            "get Bridge br0 external_ids",
+            "set Bridge br0 external_ids:new=1 external_ids:new=2 other_config:num=9 fail_mode=standalone",
+            "get Bridge br0 external_ids other_config fail_mode",
+            "set Bridge br0 external_ids={} external_ids:only=1",
+            "get Bridge br0 external_ids",
+            "set Bridge br0 external_ids:only=1",
+            "set Bridge br0 'external_ids:\"a b\"=\"c d\"'",
+            "get Bridge br0 'external_ids:\"a b\"'",
+            "set Interface p1 options:key=5 -- get Interface p1 options",
+            "set Interface p1 options:remote_ip=192.0.2.1",
+            "get Interface p1 options",
+            "--if-exists set Bridge br9 external_ids:a=b",
+            "set Bridge br9 external_ids:a=b",
+            "set Bridge br0 flood_vlans:1=2",
+            "set Bridge br0 external_ids:k",
+            "set Open_vSwitch . external_ids:system-id=abc",
+            "get Open_vSwitch . external_ids:system-id",
+            "set Open_vSwitch . datapaths:x=00000000-0000-0000-0000-000000000001",
+            "-- --id=@d create Datapath datapath_version=1 -- set Open_vSwitch . datapaths:system=@d",
+            "get Open_vSwitch . datapaths",
+            "--id=@p get Port p1 -- set Bridge br0 external_ids:p=1 -- list-ports br0",
+        ],
+    },
+    // Concurrent runs setting keys of the same map: every key lands. As the
+    // last command, set is a mutation that cannot conflict; before another
+    // command it verifies and rewrites, and the runs that lose retry
+    // (vsctl_mutate.rs checks on the wire that the former never do).
+    Case {
+        name: "set_concurrent",
+        setup: PORTS,
+        cmds: &[
+            "& 8 set Bridge br0 external_ids:k{i}=v{i}",
+            "& 6 set Port p1 other_config:o{i}={i} -- get Bridge br0 name",
+            "& 4 set Bridge br1 external_ids:a{i}=1 other_config:b{i}=2",
+            "get Bridge br0 external_ids",
+            "get Port p1 other_config",
+            "get Bridge br1 external_ids other_config",
+        ],
+    },
+    // add-bond-iface, del-bond-iface, add-zone-tp and del-zone-tp change the
+    // bond's interfaces and the datapath's zones with partial updates, which
+    // later commands of the same run do not see (as in OVS's IDL).
+    Case {
+        name: "bond_and_zone_partial",
+        setup: ZONES,
+        cmds: &[
+            "add-bond-iface bond0 d -- get Port bond0 interfaces",
+            "list-ifaces br0",
+            "del-bond-iface bond0 a -- --columns=name list Interface a",
+            "del-bond-iface bond0 a -- --columns=name list Interface b",
+            "--columns=name list Interface a",
+            "list-ifaces br0",
+            "& 4 add-bond-iface bond0 x{i}",
+            "list-ifaces br0",
+            "add-zone-tp system zone=1 icmp_first=1 icmp_reply=2",
+            "add-zone-tp system zone=2 icmp_first=1 icmp_reply=2 -- list-zone-tp system",
+            "list-zone-tp system",
+            "--may-exist add-zone-tp system zone=2 udp_first=3",
+            "add-zone-tp system zone=2 udp_first=3",
+            "del-zone-tp system zone=1 -- list-zone-tp system",
+            "list-zone-tp system",
+            "del-zone-tp system zone=1",
+            "--if-exists del-zone-tp system zone=1",
+            "add-zone-tp nosuch zone=1 udp_first=1",
+            "add-zone-tp system zone=10 udp_first=1",
+            "add-zone-tp system zone=20 udp_first=2",
+            "add-zone-tp system zone=30 udp_first=2",
+            // Concurrent adds would make rows whose labels in the database
+            // comparison follow their UUIDs; concurrent deletes do not.
+            "& 3 del-zone-tp system zone={i}0",
+            "list-zone-tp system",
         ],
     },
     Case {
