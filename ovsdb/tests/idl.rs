@@ -451,17 +451,17 @@ async fn partial_updates(real: bool) {
     })
     .await;
     let mut ta = a.txn();
-    ta.write_partial_map("Bridge", &br, "other_config", &smap(&[("k", "v2"), ("n", "1")]));
+    ta.write_partial_map(a.replica(), "Bridge", &br, "other_config", &smap(&[("k", "v2"), ("n", "1")]));
     assert_eq!(a.commit(ta).await.unwrap().status, TxnStatus::Success);
     assert_eq!(srv.vsctl_ok(&["get", "Bridge", "br0", "other_config"]), "{k=v2, n=\"1\"}\n");
     let mut ta = a.txn();
     ta.delete_partial_map("Bridge", &br, "other_config", &smap(&[("k", "ignored")]));
-    ta.write_partial_map("Bridge", &br, "other_config", &smap(&[("n", "1")])); // unchanged
+    ta.write_partial_map(a.replica(), "Bridge", &br, "other_config", &smap(&[("n", "1")])); // unchanged
     assert_eq!(a.commit(ta).await.unwrap().status, TxnStatus::Success);
     assert_eq!(srv.vsctl_ok(&["get", "Bridge", "br0", "other_config"]), "{n=\"1\"}\n");
     // Nothing that would change the value: nothing is sent.
     let mut ta = a.txn();
-    ta.write_partial_map("Bridge", &br, "other_config", &smap(&[("n", "1")]));
+    ta.write_partial_map(a.replica(), "Bridge", &br, "other_config", &smap(&[("n", "1")]));
     ta.delete_partial_map("Bridge", &br, "other_config", &smap(&[("k", "")]));
     assert_eq!(a.commit(ta).await.unwrap().status, TxnStatus::Unchanged);
 

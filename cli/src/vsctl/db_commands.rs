@@ -399,7 +399,7 @@ pub fn set_column(
             let value = ctx.atom_from_string(value_type, &value)?;
             if use_partial_update {
                 let pair = Datum { keys: vec![key], values: Some(vec![value]) };
-                ctx.txn.write_partial_map(&table.name, row, &column.name, &pair);
+                ctx.txn.write_partial_map(ctx.replica, &table.name, row, &column.name, &pair);
                 return Ok(());
             }
             let mut datum = ctx.read(&table.name, row, &column.name);
@@ -468,7 +468,7 @@ pub fn cmd_add(ctx: &mut Context) -> CmdResult {
     }
     if ctx.last_command {
         match ty.is_map() {
-            true => ctx.txn.write_partial_map(&table.name, &row, &column.name, &new),
+            true => ctx.txn.write_partial_map(ctx.replica, &table.name, &row, &column.name, &new),
             false => ctx.txn.write_partial_set(&table.name, &row, &column.name, &new),
         }
         ctx.invalidate_cache();

@@ -166,7 +166,7 @@ pub fn cmd_add_zone_tp(ctx: &mut Context) -> CmdResult {
             // A partial map update (ovsrec_datapath_update_ct_zones_setkey()):
             // zones added to the datapath by others at the same time stay.
             let pair = Datum { keys: vec![Atom::Integer(zone)], values: Some(vec![Atom::Uuid(z)]) };
-            ctx.txn.write_partial_map("Datapath", &dp, "ct_zones", &pair);
+            ctx.txn.write_partial_map(ctx.replica, "Datapath", &dp, "ct_zones", &pair);
         }
     }
     Ok(())

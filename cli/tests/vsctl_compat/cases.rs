@@ -843,6 +843,10 @@ pub const CASES: &[Case] = &[
             "-- --id=@d create Datapath datapath_version=1 -- set Open_vSwitch . datapaths:system=@d",
             "get Open_vSwitch . datapaths",
             "--id=@p get Port p1 -- set Bridge br0 external_ids:p=1 -- list-ports br0",
+            "set Bridge br0 external_ids:fresh=1 external_ids={fresh=2,p=2}",
+            "get Bridge br0 external_ids",
+            "set Bridge br0 external_ids:p=3 external_ids={p=4}",
+            "get Bridge br0 external_ids",
         ],
     },
     // Concurrent runs setting keys of the same map: every key lands. As the

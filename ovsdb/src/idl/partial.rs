@@ -13,9 +13,13 @@ use crate::{atom::Atom, datum::Datum};
 /// What is pending for one element (a set's member or a map's key).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum PartialOp {
-    /// Set: add the member. Map: add the key with this value, replacing the
-    /// value if the key exists.
+    /// Set: add the member. Map: the key, which the column had when this
+    /// was recorded, gets this value (OVS's MAP_OP_UPDATE).
     Insert(Option<Atom>),
+    /// Map: add the key with this value; the column did not have the key
+    /// when this was recorded (OVS's MAP_OP_INSERT), so it goes out as a
+    /// plain insert, which leaves the key alone if it is there at commit.
+    MapInsert(Atom),
     Delete,
 }
 
@@ -28,14 +32,15 @@ pub(crate) struct PartialOps {
 impl PartialOps {
     /// Records `op` for `key`; a later operation on the same element
     /// replaces the earlier one, except that deleting a set member inserted
-    /// by this transaction cancels both (set_op_list_add()).
-    ///
-    /// OVS's map lists cancel an insert of a key the column did not have
-    /// followed by its delete; here the delete simply replaces the insert,
-    /// and since deleting a key the column does not have is dropped when
-    /// the mutation is built, the result is the same.
+    /// by this transaction, or a map key it added that the column did not
+    /// have, cancels both (set_op_list_add(), map_op_list_add()).
     pub(crate) fn add(&mut self, key: Atom, op: PartialOp, is_map: bool) {
-        if !is_map && op == PartialOp::Delete && self.ops.get(&key) == Some(&PartialOp::Insert(None)) {
+        let cancels = match self.ops.get(&key) {
+            Some(PartialOp::Insert(None)) => !is_map,
+            Some(PartialOp::MapInsert(_)) => is_map,
+            _ => false,
+        };
+        if op == PartialOp::Delete && cancels {
             self.ops.remove(&key);
             return;
         }
@@ -52,7 +57,8 @@ impl PartialOps {
     /// followed by at most an "insert". Deletes of elements `base` lacks are
     /// dropped, as are map writes that would not change the value; a map
     /// write of a key `base` has becomes a delete of the key and an insert
-    /// of the pair, because "insert" on a map leaves existing keys alone.
+    /// of the pair, because "insert" on a map leaves existing keys alone,
+    /// unless the key was new when the write was recorded (MapInsert).
     /// Set inserts always go out: the server ignores members already there.
     pub(crate) fn mutations(&self, column: &str, base: &Datum, is_map: bool) -> Vec<Value> {
         let mut delete = Vec::new();
@@ -65,6 +71,7 @@ impl PartialOps {
                     }
                 }
                 PartialOp::Insert(None) => insert.push(key.to_json()),
+                PartialOp::MapInsert(value) => insert.push(json!([key.to_json(), value.to_json()])),
                 PartialOp::Insert(Some(value)) => {
                     if base.contains_key(key) {
                         if base.get(key) == Some(value) {
@@ -110,7 +117,7 @@ mod tests {
         let mut ops = PartialOps::default();
         ops.add(s("a"), PartialOp::Insert(Some(s("1"))), true); // unchanged: dropped
         ops.add(s("b"), PartialOp::Insert(Some(s("9"))), true); // replace: delete + insert
-        ops.add(s("n"), PartialOp::Insert(Some(s("new"))), true); // new key: insert
+        ops.add(s("n"), PartialOp::MapInsert(s("new")), true); // new key: insert
         ops.add(s("c"), PartialOp::Delete, true);
         ops.add(s("zz"), PartialOp::Delete, true); // not there: dropped
         assert_eq!(
@@ -128,11 +135,21 @@ mod tests {
     #[test]
     fn later_ops_replace_earlier_ones() {
         let base = map(&[("a", "1")]);
-        // Write then delete of a new key: nothing.
+        // Write then delete of a new key: nothing, even against a base
+        // that has the key.
         let mut ops = PartialOps::default();
-        ops.add(s("n"), PartialOp::Insert(Some(s("x"))), true);
+        ops.add(s("n"), PartialOp::MapInsert(s("x")), true);
         ops.add(s("n"), PartialOp::Delete, true);
-        assert!(ops.mutations("m", &base, true).is_empty());
+        assert!(ops.is_empty());
+        // A key that was new when written is a plain insert, whatever the
+        // base has at commit; one the column had is replaced.
+        let mut ops = PartialOps::default();
+        ops.add(s("a"), PartialOp::MapInsert(s("2")), true);
+        assert_eq!(ops.mutations("m", &base, true), vec![json!(["m", "insert", ["map", [["a", "2"]]]])]);
+        let mut ops = PartialOps::default();
+        ops.add(s("a"), PartialOp::Insert(Some(s("2"))), true);
+        ops.add(s("a"), PartialOp::Delete, true);
+        assert_eq!(ops.mutations("m", &base, true), vec![json!(["m", "delete", ["set", ["a"]]])]);
         // Delete then write of an existing key: the write wins.
         let mut ops = PartialOps::default();
         ops.add(s("a"), PartialOp::Delete, true);

@@ -258,13 +258,21 @@ impl Txn {
     /// Sets the keys of map `pairs` in map `column` of `row` to their values,
     /// adding keys that are missing and replacing the values of keys that
     /// exist (OVS's `ovsdb_idl_txn_write_partial_map`, one call per pair).
-    pub fn write_partial_map(&mut self, table: &str, row: &Uuid, column: &str, pairs: &Datum) {
+    /// As in OVS, whether a key exists is decided now, from the column as
+    /// this transaction leaves it in `replica`: a key it lacks is sent as a
+    /// plain insert, which does not replace a value the key has at commit.
+    pub fn write_partial_map(&mut self, replica: &Replica, table: &str, row: &Uuid, column: &str, pairs: &Datum) {
         let Some(values) = &pairs.values else {
             self.fail(format!("partial map update of column {column} of table {table} without values"));
             return;
         };
+        let current = self.read(replica, table, row, column).unwrap_or_else(Datum::empty_set);
         for (k, v) in pairs.keys.iter().zip(values) {
-            self.add_partial(table, row, column, k, PartialOp::Insert(Some(v.clone())), true);
+            let op = match current.contains_key(k) {
+                true => PartialOp::Insert(Some(v.clone())),
+                false => PartialOp::MapInsert(v.clone()),
+            };
+            self.add_partial(table, row, column, k, op, true);
         }
     }
 
@@ -292,7 +300,7 @@ impl Txn {
             return;
         }
         let value_type = match &op {
-            PartialOp::Insert(Some(v)) => Some(v.atomic_type()),
+            PartialOp::Insert(Some(v)) | PartialOp::MapInsert(v) => Some(v.atomic_type()),
             _ => None,
         };
         if key.atomic_type() != ty.key.atype
@@ -886,7 +894,7 @@ mod tests {
             )
             .unwrap();
         let mut t = txn(&schema);
-        t.write_partial_map("Bridge", &br, "other_config", &str_map(&[("a", "1"), ("b", "9"), ("c", "3")]));
+        t.write_partial_map(&replica, "Bridge", &br, "other_config", &str_map(&[("a", "1"), ("b", "9"), ("c", "3")]));
         t.delete_partial_map("Bridge", &br, "external_ids", &int_set(&[]));
         t.write_partial_set("Bridge", &br, "flood_vlans", &int_set(&[7, 6]));
         t.delete_partial_set("Bridge", &br, "flood_vlans", &int_set(&[5, 8]));
@@ -909,9 +917,31 @@ mod tests {
 
         // Writes that would change nothing: nothing to send.
         let mut t = txn(&schema);
-        t.write_partial_map("Bridge", &br, "other_config", &str_map(&[("a", "1")]));
+        t.write_partial_map(&replica, "Bridge", &br, "other_config", &str_map(&[("a", "1")]));
         t.delete_partial_set("Bridge", &br, "flood_vlans", &int_set(&[9]));
         assert!(t.prepare(&replica).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_partial_map_write_is_classified_when_recorded() {
+        let (schema, replica, _, br) = setup();
+        // The key is new when written, so it stays a plain insert even
+        // though the whole-column write after it has the key: the server
+        // keeps the whole write's value, as with OVS's MAP_OP_INSERT.
+        let mut t = txn(&schema);
+        t.write_partial_map(&replica, "Bridge", &br, "external_ids", &str_map(&[("k", "1")]));
+        t.write("Bridge", &br, "external_ids", str_map(&[("k", "2")]));
+        let p = t.prepare(&replica).unwrap().unwrap();
+        assert_eq!(p.params[2]["mutations"], json!([["external_ids", "insert", ["map", [["k", "1"]]]]]));
+        // Written first, the key exists when the pair is recorded: replaced.
+        let mut t = txn(&schema);
+        t.write("Bridge", &br, "external_ids", str_map(&[("k", "2")]));
+        t.write_partial_map(&replica, "Bridge", &br, "external_ids", &str_map(&[("k", "1")]));
+        let p = t.prepare(&replica).unwrap().unwrap();
+        assert_eq!(
+            p.params[2]["mutations"],
+            json!([["external_ids", "delete", ["set", ["k"]]], ["external_ids", "insert", ["map", [["k", "1"]]]]])
+        );
     }
 
     #[test]
@@ -938,7 +968,7 @@ mod tests {
         let mut t = txn(&schema);
         let nb = t.insert("Bridge");
         t.write("Bridge", &nb, "name", s("br1"));
-        t.write_partial_map("Bridge", &nb, "external_ids", &str_map(&[("k", "v")]));
+        t.write_partial_map(&replica, "Bridge", &nb, "external_ids", &str_map(&[("k", "v")]));
         t.write_partial_set("Open_vSwitch", &ovs, "bridges", &Datum::scalar(Atom::Uuid(nb)));
         let p = t.prepare(&replica).unwrap().unwrap();
         let name = row_name(&nb);
@@ -965,8 +995,11 @@ mod tests {
         type Misuse<'a> = Box<dyn Fn(&mut Txn) + 'a>;
         let cases: Vec<(Misuse, &str)> = vec![
             (Box::new(|t| t.write_partial_set("Bridge", &br, "other_config", &s("x"))), "not a set"),
-            (Box::new(|t| t.write_partial_map("Bridge", &br, "flood_vlans", &str_map(&[("a", "b")]))), "not a map"),
-            (Box::new(|t| t.write_partial_map("Bridge", &br, "other_config", &s("x"))), "without values"),
+            (
+                Box::new(|t| t.write_partial_map(&replica, "Bridge", &br, "flood_vlans", &str_map(&[("a", "b")]))),
+                "not a map",
+            ),
+            (Box::new(|t| t.write_partial_map(&replica, "Bridge", &br, "other_config", &s("x"))), "without values"),
             (Box::new(|t| t.write_partial_set("Bridge", &br, "flood_vlans", &s("x"))), "wrong type"),
             (Box::new(|t| t.delete_partial_map("Bridge", &br, "other_config", &int_set(&[1]))), "wrong type"),
             (Box::new(|t| t.write_partial_set("Bridge", &br, "nope", &int_set(&[1]))), "no column nope"),
