@@ -371,8 +371,8 @@ fn bond_iface_and_zone_tp_send_the_same_operations_as_ovs_vsctl() {
     let ours = &sent[1];
     let has_mutate =
         |i: usize, table: &str| ours[i].iter().flatten().any(|op| op["op"] == "mutate" && op["table"] == table);
-    for i in 0..4 {
-        assert!(has_mutate(i, "Port"), "command {:?}", cmds[i]);
+    for (i, cmd) in cmds.iter().enumerate().take(4) {
+        assert!(has_mutate(i, "Port"), "command {cmd:?}");
     }
     for i in [4, 5, 6, 8] {
         assert!(has_mutate(i, "Datapath"), "command {:?}", cmds[i]);
