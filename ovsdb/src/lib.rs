@@ -17,6 +17,7 @@ pub mod log;
 pub mod monitor;
 pub mod mutation;
 pub mod net;
+pub mod op_result;
 pub mod relay;
 pub mod replication;
 pub mod schema;
