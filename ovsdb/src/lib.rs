@@ -10,6 +10,7 @@ pub mod data_string;
 pub mod datum;
 pub mod db;
 pub mod error;
+pub mod fast_hash;
 pub mod idl;
 pub mod json_text;
 pub mod jsonrpc;

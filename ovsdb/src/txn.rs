@@ -3,7 +3,7 @@
 //! ovsdb/transaction.c makes (referential integrity, garbage collection,
 //! maxRows, weak references, unique indexes). The result is a [`Commit`] for
 //! the caller to apply: a failed transaction leaves the database untouched.
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -17,6 +17,7 @@ use crate::{
         is_strong_ref, is_weak_ref, unknown_column,
     },
     error::{OvsdbError, Result},
+    fast_hash::{self, FastMap, FastSet},
     mutation::MutationSet,
     op_result::OpResult,
     schema::TableSchema,
@@ -90,7 +91,7 @@ pub fn execute(db: &Database, ops: &[Value], ctx: &TxnContext) -> TxnOutcome {
         db,
         ctx,
         changes: BTreeMap::new(),
-        created: HashSet::with_capacity(symbols.len()),
+        created: fast_hash::set_with_capacity(symbols.len()),
         symbols,
         durable: false,
         comments: Vec::new(),
@@ -166,7 +167,7 @@ pub fn execute(db: &Database, ops: &[Value], ctx: &TxnContext) -> TxnOutcome {
 /// refer to rows inserted later in the same transaction (OVS allows this
 /// forward reference; IDL clients rely on it).
 fn prescan_uuid_names(ops: &[Value]) -> Symbols {
-    let mut symbols = Symbols::with_capacity(ops.len());
+    let mut symbols = fast_hash::map_with_capacity(ops.len());
     for op in ops {
         let Some(o) = op.as_object() else { continue };
         if o.get("op").and_then(Value::as_str) != Some("insert") {
@@ -320,7 +321,7 @@ struct Exec<'a, 'c> {
     changes: BTreeMap<String, BTreeMap<Uuid, Change<'a>>>,
     symbols: Symbols,
     /// uuid-names already used by an insert.
-    created: HashSet<String>,
+    created: FastSet<String>,
     durable: bool,
     comments: Vec<String>,
     /// The smallest "wait" timeout seen.
@@ -749,12 +750,12 @@ fn project(r: &Row, columns: &[String]) -> Vec<Option<Datum>> {
 
 /// Net change, per (table, row), of the strong references to it. Table
 /// names are borrowed from the schema.
-type RefDelta<'a> = HashMap<(&'a str, Uuid), i64>;
+type RefDelta<'a> = FastMap<(&'a str, Uuid), i64>;
 
 impl<'a> Exec<'a, '_> {
     fn precommit(mut self) -> Result<Commit> {
         self.drop_unchanged();
-        let mut delta = RefDelta::new();
+        let mut delta = RefDelta::default();
         self.count_strong_refs(&mut delta)?;
         self.check_deleted_unreferenced(&delta)?;
         self.collect_garbage(&mut delta);
@@ -905,7 +906,7 @@ impl<'a> Exec<'a, '_> {
     /// new) to rows this transaction deleted. A column left with fewer
     /// elements than its minimum fails the transaction.
     fn assess_weak_refs(&mut self) -> Result<()> {
-        let mut deleted: HashSet<(String, Uuid)> = HashSet::new();
+        let mut deleted: FastSet<(String, Uuid)> = FastSet::default();
         let mut to_assess: BTreeSet<(String, Uuid)> = BTreeSet::new();
         for (t, rows) in &self.changes {
             for (u, c) in rows {
@@ -1005,7 +1006,7 @@ impl<'a> Exec<'a, '_> {
             let Some(table) = self.db.table(tname) else { continue };
             let ts = &table.schema;
             for (i, index) in ts.indexes.iter().enumerate() {
-                let mut seen: HashMap<std::borrow::Cow<[Datum]>, &Row> = HashMap::new();
+                let mut seen: FastMap<std::borrow::Cow<[Datum]>, &Row> = FastMap::default();
                 for ch in rows.values() {
                     let Some(row) = &ch.new else { continue };
                     let key = table.index_key_ref(i, row);
