@@ -909,6 +909,13 @@ impl<'a> Exec<'a, '_> {
         let mut deleted: FastSet<(String, Uuid)> = FastSet::default();
         let mut to_assess: BTreeSet<(String, Uuid)> = BTreeSet::new();
         for (t, rows) in &self.changes {
+            // Rows of a table without weak reference columns have nothing to
+            // assess themselves (only their deletion matters, to referrers).
+            let has_weak = self.db.schema.tables.get(t).is_some_and(|ts| {
+                ts.columns
+                    .values()
+                    .any(|c| is_weak_ref(&c.type_.key) || c.type_.value.as_ref().is_some_and(is_weak_ref))
+            });
             for (u, c) in rows {
                 match (&c.old, &c.new) {
                     (Some(_), None) => {
@@ -917,9 +924,10 @@ impl<'a> Exec<'a, '_> {
                             to_assess.extend(table.weak_referrers_of(u).cloned());
                         }
                     }
-                    (_, Some(_)) => {
+                    (_, Some(_)) if has_weak => {
                         to_assess.insert((t.clone(), *u));
                     }
+                    (_, Some(_)) => {}
                     (None, None) => {}
                 }
             }
