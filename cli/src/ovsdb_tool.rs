@@ -21,6 +21,7 @@ use oxvs_ovsdb::{
     data_string,
     db::{Commit, Database, datum_from_json},
     log::{Log, LogError, OpenMode, ReadErrorKind, annotate_txn, now_ms},
+    op_result::OpResult,
     server::replay,
     txn::{self, TxnContext, TxnOutcome},
 };
@@ -751,7 +752,7 @@ fn transact(args: &[String], rw: bool) -> Res {
     let TxnOutcome::Done(done) = txn::execute(&db, params, &ctx) else {
         unreachable!("a transaction that cannot wait is never blocked")
     };
-    let mut results = done.results;
+    let mut results: Vec<Value> = done.results.iter().map(OpResult::to_json).collect();
     if let Some(commit) = &done.commit {
         let mut record = commit_record(commit);
         if !record.is_empty() {

@@ -1,5 +1,5 @@
 //! Atomic values: integer, real, boolean, string, uuid.
-use std::{cmp::Ordering, collections::HashMap, fmt, sync::Arc};
+use std::{cmp::Ordering, fmt, sync::Arc};
 
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -107,7 +107,7 @@ impl std::hash::Hash for Atom {
 
 /// Names given to rows inserted earlier in the same transaction
 /// (`["named-uuid", NAME]` refers to them).
-pub type Symbols = HashMap<String, Uuid>;
+pub type Symbols = crate::fast_hash::FastMap<String, Uuid>;
 
 impl Atom {
     fn rank(&self) -> u8 {
@@ -230,7 +230,7 @@ mod tests {
         assert!(Atom::from_json(AtomicType::Integer, &json!("1"), None).is_err());
         assert!(Atom::from_json(AtomicType::Uuid, &json!(["uuid", "nope"]), None).is_err());
         assert!(Atom::from_json(AtomicType::Uuid, &json!(["named-uuid", "x"]), None).is_err());
-        let mut sy = Symbols::new();
+        let mut sy = Symbols::default();
         sy.insert("x".into(), u);
         assert_eq!(Atom::from_json(AtomicType::Uuid, &json!(["named-uuid", "x"]), Some(&sy)).unwrap(), Atom::Uuid(u));
         assert!(Atom::string("a") < Atom::string("b"));

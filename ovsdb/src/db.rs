@@ -6,12 +6,7 @@
 //! structures in step with the rows: which rows refer to each row (strong
 //! reference counts for integrity and garbage collection, weak referrers for
 //! clean-up) and the schema's unique indexes.
-use std::{
-    borrow::Cow,
-    cmp::Ordering,
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+use std::{borrow::Cow, cmp::Ordering, collections::BTreeMap, sync::Arc};
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -20,6 +15,7 @@ use crate::{
     atom::{Atom, AtomicType, Symbols, parse_uuid},
     datum::Datum,
     error::{OvsdbError, Result},
+    fast_hash::FastMap,
     json_text,
     schema::{ColumnSchema, DatabaseSchema, TableSchema},
     types::{BaseType, RefType, Type, UNLIMITED},
@@ -272,17 +268,17 @@ pub struct Table {
     rows: BTreeMap<Uuid, Row>,
     /// References into rows of this table (keyed by target uuid; the target
     /// need not exist, e.g. after replaying an inconsistent log).
-    incoming: HashMap<Uuid, Incoming>,
+    incoming: FastMap<Uuid, Incoming>,
     /// One map per schema index: the indexed columns' values → rows (one
     /// row, but for a log replayed from an inconsistent file; a vector keeps
     /// that common case at one small allocation).
-    indexes: Vec<HashMap<Vec<Datum>, Vec<Uuid>>>,
+    indexes: Vec<FastMap<Vec<Datum>, Vec<Uuid>>>,
 }
 
 impl Table {
     fn new(schema: TableSchema) -> Table {
-        let indexes = schema.indexes.iter().map(|_| HashMap::new()).collect();
-        Table { layout: RowLayout::of(&schema), schema, rows: BTreeMap::new(), incoming: HashMap::new(), indexes }
+        let indexes = schema.indexes.iter().map(|_| FastMap::default()).collect();
+        Table { layout: RowLayout::of(&schema), schema, rows: BTreeMap::new(), incoming: FastMap::default(), indexes }
     }
 
     /// The layout of this table's rows (positions follow `schema.columns`).

@@ -753,7 +753,7 @@ mod tests {
         assert!(!d.failed, "{:?}", d.results);
         let c = d.commit.expect("commit");
         db.apply(&c);
-        (c, d.results)
+        (c, d.results.iter().map(|r| r.to_json()).collect())
     }
 
     /// Inserts a T row; returns its uuid and the commit.

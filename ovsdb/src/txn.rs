@@ -3,7 +3,7 @@
 //! ovsdb/transaction.c makes (referential integrity, garbage collection,
 //! maxRows, weak references, unique indexes). The result is a [`Commit`] for
 //! the caller to apply: a failed transaction leaves the database untouched.
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -17,7 +17,9 @@ use crate::{
         is_strong_ref, is_weak_ref, unknown_column,
     },
     error::{OvsdbError, Result},
+    fast_hash::{self, FastMap, FastSet},
     mutation::MutationSet,
+    op_result::OpResult,
     schema::TableSchema,
     types::{RefType, Type},
 };
@@ -50,7 +52,7 @@ pub struct TxnDone {
     /// operation its error object then `null`s; when the commit-time checks
     /// fail, one extra error element. (If storing the commit fails, the
     /// caller appends that error the same way, as ovsdb-server does.)
-    pub results: Vec<Value>,
+    pub results: Vec<OpResult>,
     /// What to apply (and log) before replying; None when the transaction
     /// failed or changed nothing.
     pub commit: Option<Commit>,
@@ -89,7 +91,7 @@ pub fn execute(db: &Database, ops: &[Value], ctx: &TxnContext) -> TxnOutcome {
         db,
         ctx,
         changes: BTreeMap::new(),
-        created: HashSet::with_capacity(symbols.len()),
+        created: fast_hash::set_with_capacity(symbols.len()),
         symbols,
         durable: false,
         comments: Vec::new(),
@@ -102,7 +104,7 @@ pub fn execute(db: &Database, ops: &[Value], ctx: &TxnContext) -> TxnOutcome {
         let mut p = OpParser::new(op, i + 1, n);
         let mut read_only_op = false;
         let mut op_name = String::new();
-        let mut outcome = Ok(json!({}));
+        let mut outcome = Ok(OpResult::Json(json!({})));
         if let Some(name) = p.member("op", Kind::Id, false).and_then(Value::as_str) {
             op_name = name.to_string();
             match op_read_only(name) {
@@ -137,13 +139,13 @@ pub fn execute(db: &Database, ops: &[Value], ctx: &TxnContext) -> TxnOutcome {
                 if e.tag == "not supported" && ctx.can_wait {
                     return TxnOutcome::Blocked { timeout_ms: x.timeout_ms };
                 }
-                results.push(e.to_json());
+                results.push(OpResult::Json(e.to_json()));
                 failed = true;
                 break;
             }
         }
     }
-    results.resize(n.max(results.len()), Value::Null);
+    results.resize(n.max(results.len()), OpResult::Json(Value::Null));
     let comment = (!x.comments.is_empty()).then(|| x.comments.join("\n"));
     let durable = x.durable;
     let commit = if failed {
@@ -152,7 +154,7 @@ pub fn execute(db: &Database, ops: &[Value], ctx: &TxnContext) -> TxnOutcome {
         match x.precommit() {
             Ok(c) => (!c.is_empty()).then_some(c),
             Err(e) => {
-                results.push(e.to_json());
+                results.push(OpResult::Json(e.to_json()));
                 failed = true;
                 None
             }
@@ -165,7 +167,7 @@ pub fn execute(db: &Database, ops: &[Value], ctx: &TxnContext) -> TxnOutcome {
 /// refer to rows inserted later in the same transaction (OVS allows this
 /// forward reference; IDL clients rely on it).
 fn prescan_uuid_names(ops: &[Value]) -> Symbols {
-    let mut symbols = Symbols::with_capacity(ops.len());
+    let mut symbols = fast_hash::map_with_capacity(ops.len());
     for op in ops {
         let Some(o) = op.as_object() else { continue };
         if o.get("op").and_then(Value::as_str) != Some("insert") {
@@ -319,7 +321,7 @@ struct Exec<'a, 'c> {
     changes: BTreeMap<String, BTreeMap<Uuid, Change<'a>>>,
     symbols: Symbols,
     /// uuid-names already used by an insert.
-    created: HashSet<String>,
+    created: FastSet<String>,
     durable: bool,
     comments: Vec<String>,
     /// The smallest "wait" timeout seen.
@@ -410,7 +412,7 @@ impl<'a> Exec<'a, '_> {
     // -----------------------------------------------------------------------
     // Operations.
 
-    fn dispatch(&mut self, name: &str, p: &mut OpParser) -> Result<Value> {
+    fn dispatch(&mut self, name: &str, p: &mut OpParser) -> Result<OpResult> {
         match name {
             "insert" => self.insert(p),
             "select" => self.select(p),
@@ -426,7 +428,7 @@ impl<'a> Exec<'a, '_> {
         }
     }
 
-    fn insert(&mut self, p: &mut OpParser) -> Result<Value> {
+    fn insert(&mut self, p: &mut OpParser) -> Result<OpResult> {
         let ts = self.table_schema(p, "table");
         let uuid_json = p.member("uuid", Kind::String, true);
         let uuid_name = p.member("uuid-name", Kind::Id, true).and_then(Value::as_str);
@@ -480,7 +482,7 @@ impl<'a> Exec<'a, '_> {
         }
         let t = self.changes.entry(ts.name.clone()).or_default();
         t.insert(uuid, Change { old: None, new: Some(row) });
-        Ok(json!({"uuid": Atom::Uuid(uuid).to_json()}))
+        Ok(OpResult::Insert(uuid))
     }
 
     /// A `<row>` object: its columns (implicit ones included) and values.
@@ -502,7 +504,7 @@ impl<'a> Exec<'a, '_> {
         Ok(out)
     }
 
-    fn select(&mut self, p: &mut OpParser) -> Result<Value> {
+    fn select(&mut self, p: &mut OpParser) -> Result<OpResult> {
         let ts = self.table_schema(p, "table");
         let where_ = p.member("where", Kind::Array, false);
         let columns_json = p.member("columns", Kind::Array, true);
@@ -533,10 +535,10 @@ impl<'a> Exec<'a, '_> {
             });
         }
         let rows: Vec<Value> = rows.iter().map(|r| r.to_json_columns(&columns)).collect();
-        Ok(json!({"rows": rows}))
+        Ok(OpResult::Json(json!({"rows": rows})))
     }
 
-    fn update(&mut self, p: &mut OpParser) -> Result<Value> {
+    fn update(&mut self, p: &mut OpParser) -> Result<OpResult> {
         let ts = self.table_schema(p, "table");
         let where_ = p.member("where", Kind::Array, false);
         let row_json = p.member("row", Kind::Object, false);
@@ -568,10 +570,10 @@ impl<'a> Exec<'a, '_> {
                 let _ = row.columns.insert(c, d.clone());
             }
         }
-        Ok(json!({"count": matches.len()}))
+        Ok(OpResult::Json(json!({"count": matches.len()})))
     }
 
-    fn mutate(&mut self, p: &mut OpParser) -> Result<Value> {
+    fn mutate(&mut self, p: &mut OpParser) -> Result<OpResult> {
         let ts = self.table_schema(p, "table");
         let where_ = p.member("where", Kind::Array, false);
         let mutations_json = p.member("mutations", Kind::Array, false);
@@ -588,10 +590,10 @@ impl<'a> Exec<'a, '_> {
                 mutations.execute(row)?;
             }
         }
-        Ok(json!({"count": matches.len()}))
+        Ok(OpResult::Json(json!({"count": matches.len()})))
     }
 
-    fn delete(&mut self, p: &mut OpParser) -> Result<Value> {
+    fn delete(&mut self, p: &mut OpParser) -> Result<OpResult> {
         let where_ = p.member("where", Kind::Array, false);
         let ts = self.table_schema(p, "table");
         p.check()?;
@@ -601,10 +603,10 @@ impl<'a> Exec<'a, '_> {
         for u in &matches {
             self.delete_row(&ts.name, u);
         }
-        Ok(json!({"count": matches.len()}))
+        Ok(OpResult::Json(json!({"count": matches.len()})))
     }
 
-    fn wait(&mut self, p: &mut OpParser) -> Result<Value> {
+    fn wait(&mut self, p: &mut OpParser) -> Result<OpResult> {
         let timeout = p.member("timeout", Kind::Integer, true);
         let where_ = p.member("where", Kind::Array, false);
         let columns_json = p.member("columns", Kind::Array, true);
@@ -660,7 +662,7 @@ impl<'a> Exec<'a, '_> {
         }
         let equal = equal && actual.len() == expected.len();
         if (until == "==") == equal {
-            return Ok(json!({}));
+            return Ok(OpResult::Json(json!({})));
         }
         match timeout_ms {
             Some(t) if self.ctx.elapsed_ms >= t => Err(OvsdbError::new(
@@ -676,24 +678,26 @@ impl<'a> Exec<'a, '_> {
         }
     }
 
-    fn commit(&mut self, p: &mut OpParser) -> Result<Value> {
+    fn commit(&mut self, p: &mut OpParser) -> Result<OpResult> {
         if p.member("durable", Kind::Boolean, false) == Some(&Value::Bool(true)) {
             self.durable = true;
         }
-        Ok(json!({}))
+        Ok(OpResult::Json(json!({})))
     }
 
-    fn comment(&mut self, p: &mut OpParser) -> Result<Value> {
+    fn comment(&mut self, p: &mut OpParser) -> Result<OpResult> {
         if let Some(c) = p.member("comment", Kind::String, false).and_then(Value::as_str) {
             self.comments.push(c.to_string());
         }
-        Ok(json!({}))
+        Ok(OpResult::Json(json!({})))
     }
 
-    fn assert(&mut self, p: &mut OpParser) -> Result<Value> {
-        let Some(lock) = p.member("lock", Kind::Id, false).and_then(Value::as_str) else { return Ok(json!({})) };
+    fn assert(&mut self, p: &mut OpParser) -> Result<OpResult> {
+        let Some(lock) = p.member("lock", Kind::Id, false).and_then(Value::as_str) else {
+            return Ok(OpResult::Json(json!({})));
+        };
         if (self.ctx.has_lock)(lock) {
-            Ok(json!({}))
+            Ok(OpResult::Json(json!({})))
         } else {
             Err(OvsdbError::new("not owner", format!("Asserted lock {lock} not held.")))
         }
@@ -746,12 +750,12 @@ fn project(r: &Row, columns: &[String]) -> Vec<Option<Datum>> {
 
 /// Net change, per (table, row), of the strong references to it. Table
 /// names are borrowed from the schema.
-type RefDelta<'a> = HashMap<(&'a str, Uuid), i64>;
+type RefDelta<'a> = FastMap<(&'a str, Uuid), i64>;
 
 impl<'a> Exec<'a, '_> {
     fn precommit(mut self) -> Result<Commit> {
         self.drop_unchanged();
-        let mut delta = RefDelta::new();
+        let mut delta = RefDelta::default();
         self.count_strong_refs(&mut delta)?;
         self.check_deleted_unreferenced(&delta)?;
         self.collect_garbage(&mut delta);
@@ -902,9 +906,16 @@ impl<'a> Exec<'a, '_> {
     /// new) to rows this transaction deleted. A column left with fewer
     /// elements than its minimum fails the transaction.
     fn assess_weak_refs(&mut self) -> Result<()> {
-        let mut deleted: HashSet<(String, Uuid)> = HashSet::new();
+        let mut deleted: FastSet<(String, Uuid)> = FastSet::default();
         let mut to_assess: BTreeSet<(String, Uuid)> = BTreeSet::new();
         for (t, rows) in &self.changes {
+            // Rows of a table without weak reference columns have nothing to
+            // assess themselves (only their deletion matters, to referrers).
+            let has_weak = self.db.schema.tables.get(t).is_some_and(|ts| {
+                ts.columns
+                    .values()
+                    .any(|c| is_weak_ref(&c.type_.key) || c.type_.value.as_ref().is_some_and(is_weak_ref))
+            });
             for (u, c) in rows {
                 match (&c.old, &c.new) {
                     (Some(_), None) => {
@@ -913,9 +924,10 @@ impl<'a> Exec<'a, '_> {
                             to_assess.extend(table.weak_referrers_of(u).cloned());
                         }
                     }
-                    (_, Some(_)) => {
+                    (_, Some(_)) if has_weak => {
                         to_assess.insert((t.clone(), *u));
                     }
+                    (_, Some(_)) => {}
                     (None, None) => {}
                 }
             }
@@ -1002,7 +1014,7 @@ impl<'a> Exec<'a, '_> {
             let Some(table) = self.db.table(tname) else { continue };
             let ts = &table.schema;
             for (i, index) in ts.indexes.iter().enumerate() {
-                let mut seen: HashMap<std::borrow::Cow<[Datum]>, &Row> = HashMap::new();
+                let mut seen: FastMap<std::borrow::Cow<[Datum]>, &Row> = FastMap::default();
                 for ch in rows.values() {
                     let Some(row) = &ch.new else { continue };
                     let key = table.index_key_ref(i, row);
@@ -1161,6 +1173,7 @@ fn english_list(items: Vec<String>) -> String {
 mod tests {
     use super::*;
     use crate::db::tests::test_schema;
+    use crate::op_result::results_to_json;
     use std::sync::Arc;
 
     fn no_locks(_: &str) -> bool {
@@ -1181,18 +1194,18 @@ mod tests {
     /// Runs a transaction that must succeed and applies it.
     fn run(db: &mut Database, ops: Value) -> Vec<Value> {
         let d = exec(db, ops);
-        assert!(!d.failed, "{}", Value::Array(d.results.clone()));
+        assert!(!d.failed, "{}", results_to_json(&d.results));
         if let Some(c) = &d.commit {
             db.apply(c);
         }
-        d.results
+        d.results.iter().map(OpResult::to_json).collect()
     }
 
     /// Runs a transaction that must fail; returns its results.
     fn fail(db: &Database, ops: Value) -> Vec<Value> {
         let d = exec(db, ops);
-        assert!(d.failed && d.commit.is_none(), "{}", Value::Array(d.results.clone()));
-        d.results
+        assert!(d.failed && d.commit.is_none(), "{}", results_to_json(&d.results));
+        d.results.iter().map(OpResult::to_json).collect()
     }
 
     /// The error object of a failed transaction (the last non-null result).
@@ -1489,7 +1502,7 @@ mod tests {
         assert_eq!(blocked(w("==", json!([]), Some(500)), &ctx), Some(Some(500)));
         ctx.elapsed_ms = 600;
         let d = exec_ctx(&db, w("==", json!([]), Some(500)), &ctx);
-        assert_eq!(d.results[0]["details"], json!("\"wait\" timed out after 600 ms"));
+        assert_eq!(d.results[0].to_json()["details"], json!("\"wait\" timed out after 600 ms"));
         let e = error_of(&db, w("<>", json!([]), Some(0)));
         assert_eq!(e.1, "\"until\" must be \"==\" or \"!=\"");
         let e = error_of(&db, w("==", json!([]), Some(-1)));
@@ -1508,7 +1521,7 @@ mod tests {
         );
         assert!(d.durable && !d.failed);
         assert_eq!(d.comment.as_deref(), Some("hi\nthere"));
-        assert_eq!(d.results, vec![json!({"uuid": d.results[0]["uuid"]}), json!({}), json!({}), json!({})]);
+        assert_eq!(d.results, vec![json!({"uuid": d.results[0].to_json()["uuid"]}), json!({}), json!({}), json!({})]);
         let d = exec(&db, json!([{"op": "commit", "durable": false}]));
         assert!(!d.durable && !d.failed);
         let r = fail(
@@ -1585,9 +1598,9 @@ mod tests {
             &ctx,
         );
         assert!(d.failed);
-        assert_eq!(d.results[1]["error"], json!("not allowed"));
+        assert_eq!(d.results[1].to_json()["error"], json!("not allowed"));
         assert_eq!(
-            d.results[1]["details"],
+            d.results[1].to_json()["details"],
             json!("insert operation not allowed when database server is in read only mode")
         );
     }
@@ -1645,7 +1658,7 @@ mod tests {
         // An unreferenced row of a non-root table does not survive its insert.
         let d = exec(&db, json!([{"op": "insert", "table": "Kid", "row": {"name": "orphan"}}]));
         assert!(!d.failed && d.commit.is_none());
-        assert!(d.results[0]["uuid"].is_array());
+        assert!(d.results[0].to_json()["uuid"].is_array());
         let r = run(
             &mut db,
             json!([{"op": "insert", "table": "Root", "uuid-name": "r1", "row": {"name": "r1", "kids": ["named-uuid", "k"]}},
@@ -1725,7 +1738,7 @@ mod tests {
         // The root's uuid is no Kid (dropped at once), then k goes: "must" empties.
         assert!(d.failed);
         assert!(
-            d.results[3]["details"].as_str().unwrap().starts_with("Deletion of 2 weak reference(s)"),
+            d.results[3].to_json()["details"].as_str().unwrap().starts_with("Deletion of 2 weak reference(s)"),
             "{:?}",
             d.results
         );

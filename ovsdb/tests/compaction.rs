@@ -40,9 +40,16 @@ fn insert(core: &mut Core, id: u64, n: i64, size: usize) {
 fn replies(core: &mut Core) -> Vec<Value> {
     core.take_outbox()
         .into_iter()
-        .map(|(_, m)| match m {
-            Outgoing::Message(Message::Response { result, .. }) => result,
-            other => panic!("unexpected {other:?}"),
+        .map(|(_, m)| {
+            // Transaction replies come already serialized.
+            let m = match m {
+                Outgoing::Message(m) => m,
+                Outgoing::Text(t) => Message::from_json(serde_json::from_slice(&t).expect("reply is JSON")).unwrap(),
+            };
+            match m {
+                Message::Response { result, .. } => result,
+                other => panic!("unexpected {other:?}"),
+            }
         })
         .collect()
 }
