@@ -618,15 +618,17 @@ fn commands_and_options_lists_match_for_bash_completion() {
     assert_eq!(first(&b), first(&a));
 }
 
+/// Removes a test's directory even if the test fails before a server owns it.
+struct DirGuard(PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn retry_waits_for_the_server_to_appear() {
-    /// Removes the directory even if the test fails before a server owns it.
-    struct DirGuard(PathBuf);
-    impl Drop for DirGuard {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
     let dir = Server::fresh_dir();
     let _guard = DirGuard(dir.clone());
     let sock = dir.join("db.sock");
@@ -667,12 +669,6 @@ fn retry_waits_for_the_server_to_appear() {
 fn passive_remote_waits_for_the_server_to_connect() {
     // --db=punix:PATH: listen on PATH and let the server connect to us
     // (ovsdb-server --remote=unix:PATH), retrying without --retry as OVS does.
-    struct DirGuard(PathBuf);
-    impl Drop for DirGuard {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
     let dir = Server::fresh_dir();
     let _guard = DirGuard(dir.clone());
     let listen = dir.join("vsctl.sock");
@@ -811,12 +807,6 @@ fn ssl_remote_with_bootstrapped_ca_certificate() {
     // signed by switchca, a self-signed server certificate whose CA the
     // client learns on its first connection.
     need("ovs-pki");
-    struct DirGuard(PathBuf);
-    impl Drop for DirGuard {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
     let dir = Server::fresh_dir();
     let _guard = DirGuard(dir.clone());
     let pki = |args: &[&str]| {

@@ -31,6 +31,15 @@ impl Drop for TempDir {
 const SCHEMA: &str = r#"{"name": "Big", "version": "1.0.0",
   "tables": {"Blob": {"columns": {"n": {"type": "integer"}, "data": {"type": "string"}}}}}"#;
 
+/// A new database file holding just the schema.
+fn create_db(dir: &TempDir) -> PathBuf {
+    let file = dir.0.join("big.db");
+    let (mut log, _) = Log::open(&file, OpenMode::CreateExcl).unwrap();
+    log.append(&serde_json::from_str(SCHEMA).unwrap()).unwrap();
+    log.commit().unwrap();
+    file
+}
+
 fn insert(core: &mut Core, id: u64, n: i64, size: usize) {
     let op = json!({"op": "insert", "table": "Blob", "row": {"n": n, "data": "x".repeat(size)}});
     core.handle(1, Message::request("transact", vec![json!("Big"), op], json!(id)));
@@ -64,11 +73,7 @@ fn count_rows(core: &mut Core) -> usize {
 #[test]
 fn online_compaction_keeps_commits_made_while_writing() {
     let dir = TempDir::new("online");
-    let file = dir.0.join("big.db");
-    let (mut log, _) = Log::open(&file, OpenMode::CreateExcl).unwrap();
-    log.append(&serde_json::from_str(SCHEMA).unwrap()).unwrap();
-    log.commit().unwrap();
-    drop(log);
+    let file = create_db(&dir);
 
     let mut core = Core::open(std::slice::from_ref(&file)).unwrap();
     core.add_session(1);
@@ -115,11 +120,7 @@ fn online_compaction_keeps_commits_made_while_writing() {
 #[test]
 fn manual_compaction_names_and_errors() {
     let dir = TempDir::new("manual");
-    let file = dir.0.join("big.db");
-    let (mut log, _) = Log::open(&file, OpenMode::CreateExcl).unwrap();
-    log.append(&serde_json::from_str(SCHEMA).unwrap()).unwrap();
-    log.commit().unwrap();
-    drop(log);
+    let file = create_db(&dir);
     let mut core = Core::open(std::slice::from_ref(&file)).unwrap();
     core.add_session(1);
     for i in 0..3 {

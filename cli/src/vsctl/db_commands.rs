@@ -436,6 +436,45 @@ pub fn cmd_set(ctx: &mut Context) -> CmdResult {
     Ok(())
 }
 
+/// Which of a column's size limits an operation can break: `add` only grows
+/// a column, `remove` only shrinks it.
+enum Bound {
+    Max,
+    Min,
+}
+
+/// The end of `add` and `remove` (when not a partial update): refuse a value
+/// outside the column's size limit with OVS's text, else verify the column
+/// and write it whole.
+fn write_within_bound(
+    ctx: &mut Context,
+    table: &TableSchema,
+    row: &Uuid,
+    column: &ColumnSchema,
+    value: Datum,
+    op: &str,
+    bound: Bound,
+) -> CmdResult {
+    let ty = &column.type_;
+    let n = value.len() as u64;
+    let broken = match bound {
+        Bound::Max => (n > ty.max).then_some(("maximum", ty.max)),
+        Bound::Min => (n < ty.min).then_some(("minimum", ty.min)),
+    };
+    if let Some((which, limit)) = broken {
+        return fail(format!(
+            "\"{op}\" operation would put {n} {} in column {} of table {} but the {which} number is {limit}",
+            element_word(ty),
+            column.name,
+            table.name
+        ));
+    }
+    ctx.verify(&table.name, row, &column.name);
+    ctx.write(&table.name, row, &column.name, value);
+    ctx.invalidate_cache();
+    Ok(())
+}
+
 fn element_word(ty: &Type) -> &'static str {
     if ty.value.is_none() { "values" } else { "pairs" }
 }
@@ -474,20 +513,7 @@ pub fn cmd_add(ctx: &mut Context) -> CmdResult {
         ctx.invalidate_cache();
         return Ok(());
     }
-    if new.len() as u64 > ty.max {
-        return fail(format!(
-            "\"add\" operation would put {} {} in column {} of table {} but the maximum number is {}",
-            new.len(),
-            element_word(ty),
-            column.name,
-            table.name,
-            ty.max
-        ));
-    }
-    ctx.verify(&table.name, &row, &column.name);
-    ctx.write(&table.name, &row, &column.name, new);
-    ctx.invalidate_cache();
-    Ok(())
+    write_within_bound(ctx, table, &row, column, new, "add", Bound::Max)
 }
 
 pub fn cmd_remove(ctx: &mut Context) -> CmdResult {
@@ -528,20 +554,7 @@ pub fn cmd_remove(ctx: &mut Context) -> CmdResult {
             }
         }
     }
-    if (old.len() as u64) < ty.min {
-        return fail(format!(
-            "\"remove\" operation would put {} {} in column {} of table {} but the minimum number is {}",
-            old.len(),
-            element_word(ty),
-            column.name,
-            table.name,
-            ty.min
-        ));
-    }
-    ctx.verify(&table.name, &row, &column.name);
-    ctx.write(&table.name, &row, &column.name, old);
-    ctx.invalidate_cache();
-    Ok(())
+    write_within_bound(ctx, table, &row, column, old, "remove", Bound::Min)
 }
 
 pub fn cmd_clear(ctx: &mut Context) -> CmdResult {
