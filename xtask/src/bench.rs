@@ -3,12 +3,14 @@
 //!
 //! `datapath` forwards 60-byte frames from a sender namespace to a sink
 //! namespace through a switch namespace, with the switch being, in turn:
-//! nothing but an XDP drop at its port (`sender_only`: the sender's ceiling), a
-//! bare XDP devmap redirect (`bare_xdp`: the limit), a Linux bridge, oxvs with
-//! one flow, and oxvs with 10,000 flows over 16 masks. It reports Mpps, the
-//! XDP program's own cost per packet (kernel bpf_stats and BPF_PROG_TEST_RUN),
-//! the CPU cost of the whole path per packet, verifier instruction counts, and
-//! the ratios the targets apply to; and writes `target/bench/datapath.json`.
+//! nothing but an XDP drop at its port (`rx_only`: the floor), a bare XDP
+//! devmap redirect (`bare_xdp`: the limit), a Linux bridge, oxvs with one
+//! flow, and oxvs with 10,000 flows over 16 masks. The source (an XDP program
+//! driven by live test runs) has CPU 0, the switch's port CPU 1. It reports
+//! Mpps under overload, the switch CPU's time per frame, the XDP program's own
+//! cost per packet (kernel bpf_stats and BPF_PROG_TEST_RUN), verifier
+//! instruction counts, and the ratios the targets apply to; and writes
+//! `target/bench/datapath.json`.
 //!
 //! `ovsdb` measures oxvsdb-server against Open vSwitch's ovsdb-server: insert
 //! throughput, one big transaction, monitor fan-out, memory (see ovsdb.rs);
@@ -17,6 +19,7 @@
 //! `vsctl` measures `oxvs vsctl` against Open vSwitch's ovs-vsctl: the latency
 //! of one `add-port` and one invocation adding 1000 ports (see vsctl.rs); it
 //! writes `target/bench/vsctl.json`.
+mod cpu;
 mod datapath;
 mod flows;
 mod frame;

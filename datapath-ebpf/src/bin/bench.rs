@@ -7,6 +7,12 @@
 //!   drops them. Having an XDP program there is also what makes a veth accept
 //!   frames redirected into it by XDP (see shared/toolchain.md §3).
 //!
+//! - `bench_gen`: the traffic source. Driven by BPF_PROG_TEST_RUN in
+//!   live-frames mode on the sender's veth, it overwrites each frame with the
+//!   next of the `BENCH_FRAMES` batch and returns XDP_TX, which a test run
+//!   carries out as a redirect out of that veth: frames reach the switch's
+//!   port as XDP frames, as from a NIC, at a rate no socket sender reaches.
+//!
 //! Kept out of the datapath object so the datapath ships nothing it doesn't use.
 #![no_std]
 #![no_main]
@@ -14,7 +20,7 @@
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{DevMap, PerCpuArray},
+    maps::{Array, DevMap, PerCpuArray},
     programs::XdpContext,
 };
 
@@ -25,6 +31,47 @@ static BENCH_TX: DevMap = DevMap::with_max_entries(1, 0);
 /// Slot 0: frames `bench_sink` received, per CPU (summed by userspace).
 #[map]
 static BENCH_RX: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Length of every frame of the batch (64-byte frames without the FCS).
+const GEN_LEN: usize = 60;
+/// Frames in the batch `bench_gen` cycles through (a power of two).
+const GEN_FRAMES: u32 = 64;
+
+/// The batch, filled by userspace: slot i holds frame i (first `GEN_LEN` bytes).
+#[map]
+static BENCH_FRAMES: Array<[u8; 64]> = Array::with_max_entries(GEN_FRAMES, 0);
+
+/// Slot 0: frames `bench_gen` made on this CPU (which frame comes next).
+#[map]
+static BENCH_GEN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[xdp]
+pub fn bench_gen(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + GEN_LEN > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let Some(seq) = BENCH_GEN_SEQ.get_ptr_mut(0) else { return xdp_action::XDP_ABORTED };
+    // SAFETY: a per-CPU map value; XDP runs don't nest on one CPU.
+    let n = unsafe {
+        let n = *seq;
+        *seq = n + 1;
+        n
+    };
+    let Some(src) = BENCH_FRAMES.get((n as u32) & (GEN_FRAMES - 1)) else { return xdp_action::XDP_ABORTED };
+    // Seven 8-byte words and one 4-byte word: 60 bytes, bounds-checked above.
+    let (src, dst) = (src.as_ptr(), start as *mut u8);
+    // SAFETY: src is a 64-byte map value, dst has GEN_LEN bytes before data_end.
+    unsafe {
+        for i in 0..7 {
+            let w = core::ptr::read_unaligned(src.add(i * 8) as *const u64);
+            core::ptr::write_unaligned(dst.add(i * 8) as *mut u64, w);
+        }
+        let w = core::ptr::read_unaligned(src.add(56) as *const u32);
+        core::ptr::write_unaligned(dst.add(56) as *mut u32, w);
+    }
+    xdp_action::XDP_TX
+}
 
 #[xdp]
 pub fn bench_redirect(_ctx: XdpContext) -> u32 {

@@ -79,6 +79,31 @@ pub fn run_live(prog_fd: i32, frame: &[u8]) -> io::Result<TestRun> {
     run(prog_fd, &mut attr)
 }
 
+/// Runs XDP program `prog_fd` in live-frames mode `repeat` times on `frame`
+/// as if it arrived on `ingress_ifindex` (of the calling thread's
+/// namespace), `batch_size` frames at a time (0: the kernel's 64): every
+/// redirect and XDP_TX is carried out, which makes it a traffic source.
+pub fn run_live_repeat(
+    prog_fd: i32,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    repeat: u32,
+    batch_size: u32,
+) -> io::Result<TestRun> {
+    let ctx = XdpMd { data_end: frame.len() as u32, ingress_ifindex, ..Default::default() };
+    let mut attr = TestAttr {
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat,
+        ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
+        ctx_in: &ctx as *const XdpMd as u64,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size,
+        ..Default::default()
+    };
+    run(prog_fd, &mut attr)
+}
+
 /// Runs XDP program `prog_fd` `repeat` times on `frame` as if it arrived on
 /// `ingress_ifindex` (looked up in the calling thread's network namespace; 0
 /// for none). Not live: a redirect is decided but not carried out.

@@ -1,19 +1,24 @@
-//! The reference programs (`oxvs-bench`: a bare devmap redirect and a
-//! count-and-drop sink), the kernel's per-program run statistics, and the
-//! CPU time of the softirq threads.
-use std::{fs, os::fd::AsFd, os::fd::AsRawFd, path::Path, time::Duration};
+//! The reference programs (`oxvs-bench`: the traffic source, a bare devmap
+//! redirect and a count-and-drop sink) and the kernel's per-program run
+//! statistics.
+use std::{fs, os::fd::AsFd, os::fd::AsRawFd, path::Path};
 
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
-    maps::{DevMap, PerCpuArray},
+    maps::{Array, DevMap, PerCpuArray},
     programs::{ProgramInfo, Xdp, XdpMode},
 };
 
+use super::frame::{FRAME_LEN, Frame};
 use crate::root;
+
+// bench_gen copies exactly this many bytes per frame.
+const _: () = assert!(FRAME_LEN == 60);
 
 pub const PROG_REDIRECT: &str = "bench_redirect";
 pub const PROG_SINK: &str = "bench_sink";
+pub const PROG_GEN: &str = "bench_gen";
 
 /// The object `cargo xtask build-ebpf` made from datapath-ebpf/src/bin/bench.rs.
 /// Read at run time (bench always runs build-ebpf first), so it is never stale.
@@ -62,6 +67,23 @@ impl BenchObj {
         let ifindex = oxvs_userspace::netdev::ifindex(dev).with_context(|| format!("no device {dev}"))?;
         let mut tx: DevMap<_> = self.ebpf.map_mut("BENCH_TX").context("no map BENCH_TX")?.try_into()?;
         tx.set(0, ifindex, None, 0).context("BENCH_TX")?;
+        Ok(())
+    }
+
+    /// Loads `bench_gen` (run by test runs, attached nowhere) with the batch
+    /// of frames it cycles through.
+    pub fn load_generator(&mut self, frames: &[Frame]) -> Result<()> {
+        let mut slots: Array<_, [u8; 64]> =
+            self.ebpf.map_mut("BENCH_FRAMES").context("no map BENCH_FRAMES")?.try_into()?;
+        if frames.len() as u32 != slots.len() {
+            bail!("bench_gen cycles through {} frames, the batch has {}", slots.len(), frames.len());
+        }
+        for (i, f) in frames.iter().enumerate() {
+            let mut v = [0u8; 64];
+            v[..f.len()].copy_from_slice(f);
+            slots.set(i as u32, v, 0).context("BENCH_FRAMES")?;
+        }
+        self.xdp(PROG_GEN)?;
         Ok(())
     }
 
@@ -130,26 +152,4 @@ impl Drop for BpfStats {
             eprintln!("bench: could not restore {BPF_STATS_SYSCTL} to {}: {e}", self.previous);
         }
     }
-}
-
-/// CPU time of the `ksoftirqd/N` threads, where softirq work goes when it
-/// doesn't fit in the context that raised it.
-pub fn ksoftirqd_cpu() -> Result<Duration> {
-    let mut total = 0u64;
-    let mut found = 0;
-    for e in fs::read_dir("/proc")?.flatten() {
-        let dir = e.path();
-        let Ok(comm) = fs::read_to_string(dir.join("comm")) else { continue };
-        if !comm.starts_with("ksoftirqd/") {
-            continue;
-        }
-        // schedstat: ns on CPU, ns waiting, timeslices.
-        let Ok(s) = fs::read_to_string(dir.join("schedstat")) else { continue };
-        total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        found += 1;
-    }
-    if found == 0 {
-        bail!("no ksoftirqd threads with /proc/PID/schedstat (CONFIG_SCHEDSTATS?)");
-    }
-    Ok(Duration::from_nanos(total))
 }

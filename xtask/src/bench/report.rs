@@ -165,7 +165,8 @@ impl Report {
         };
         let ((cm, cn), (rm, rn)) = (count(true), count(false));
         println!(
-            "targets met: {cm} of {cn} per-packet-cost ratios (what the targets apply to); {rm} of {rn} Mpps ratios (sender-bound)"
+            "targets met: {rm} of {rn} Mpps ratios (the issue's targets); {cm} of {cn} ratios of the XDP program's own cost \
+             (against a 16-instruction redirect: how much of the switch's time is the program)"
         );
     }
 

@@ -9,16 +9,16 @@ use oxvs_userspace::dpif::{AttachMode, DpOptions, EbpfDatapath};
 use super::{
     flows,
     frame::Frame,
-    progs::{BenchObj, PROG_REDIRECT, PROG_SINK, RunStats},
+    progs::{BenchObj, PROG_GEN, PROG_REDIRECT, PROG_SINK, RunStats},
     topo::{MAC_A, MAC_B, PORT_A, PORT_B, SINK_DEV, Topo},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// No switch: frames are counted and dropped by XDP on the switch's port
-    /// pa. The most the sender can push through a veth with an XDP program
-    /// behind it; the baseline for the path's CPU cost.
-    SenderOnly,
+    /// pa. What receiving alone costs the switch's CPU, the floor under every
+    /// switch's cost.
+    RxOnly,
     /// `bench_redirect` on pa: every frame to pb, no lookup.
     BareXdp,
     /// A Linux bridge joining pa and pb (no XDP on them).
@@ -30,11 +30,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::SenderOnly, Kind::BareXdp, Kind::LinuxBridge, Kind::Oxvs1Flow, Kind::Oxvs16Masks];
+    pub const ALL: [Kind; 5] = [Kind::RxOnly, Kind::BareXdp, Kind::LinuxBridge, Kind::Oxvs1Flow, Kind::Oxvs16Masks];
 
     pub fn name(self) -> &'static str {
         match self {
-            Kind::SenderOnly => "sender_only",
+            Kind::RxOnly => "rx_only",
             Kind::BareXdp => "bare_xdp",
             Kind::LinuxBridge => "linux_bridge",
             Kind::Oxvs1Flow => "oxvs_1flow",
@@ -45,7 +45,7 @@ impl Kind {
     /// A short tag for namespace names.
     fn tag(self) -> &'static str {
         match self {
-            Kind::SenderOnly => "snd",
+            Kind::RxOnly => "rx",
             Kind::BareXdp => "bare",
             Kind::LinuxBridge => "br",
             Kind::Oxvs1Flow => "ox1",
@@ -74,13 +74,13 @@ impl Rig {
         let topo = Topo::new(kind.tag())?;
         let mut obj = BenchObj::load()?;
         let sw = topo.switch.clone();
-        // The sink: XDP count-and-drop on the sink's eth0 (for sender_only, on
+        // The sink: XDP count-and-drop on the sink's eth0 (for rx_only, on
         // pa itself).
-        let (sink_ns, sink_dev) = if kind == Kind::SenderOnly { (&sw, PORT_A) } else { (&topo.sink, SINK_DEV) };
+        let (sink_ns, sink_dev) = if kind == Kind::RxOnly { (&sw, PORT_A) } else { (&topo.sink, SINK_DEV) };
         topo.in_ns(sink_ns, || obj.attach(PROG_SINK, sink_dev))?;
         let mut dp = None;
         match kind {
-            Kind::SenderOnly => {}
+            Kind::RxOnly => {}
             Kind::BareXdp => topo.in_ns(&sw, || {
                 obj.set_redirect_target(PORT_B)?;
                 obj.attach(PROG_REDIRECT, PORT_A)
@@ -91,8 +91,11 @@ impl Rig {
                 dp = Some(topo.in_ns(&sw, || oxvs_datapath(kind, pin_root))?);
             }
         }
+        topo.thread_switch_port()?;
         let pa_ifindex = topo.in_ns(&sw, || oxvs_userspace::netdev::ifindex(PORT_A).context("pa has no ifindex"))?;
-        Ok(Rig { kind, dp, obj, frames: flows::traffic(MAC_B, MAC_A), pa_ifindex, topo })
+        let frames = flows::traffic(MAC_B, MAC_A);
+        obj.load_generator(&frames)?;
+        Ok(Rig { kind, dp, obj, frames, pa_ifindex, topo })
     }
 
     pub fn dp(&self) -> Option<&EbpfDatapath> {
@@ -112,6 +115,11 @@ impl Rig {
         self.topo.pin_root.join(DP_NAME).join("progs").join(prog)
     }
 
+    /// The traffic source's program.
+    pub fn generator_fd(&self) -> Result<i32> {
+        self.obj.prog_fd(PROG_GEN)
+    }
+
     /// Frames the sink has counted so far.
     pub fn delivered(&self) -> Result<u64> {
         self.obj.sink_count()
@@ -122,7 +130,7 @@ impl Rig {
         Ok(match self.kind {
             Kind::BareXdp => Some(RunStats::of(&self.obj.info(PROG_REDIRECT)?)),
             Kind::Oxvs1Flow | Kind::Oxvs16Masks => Some(RunStats::of_pin(&self.oxvs_prog(PROG_XDP))?),
-            Kind::SenderOnly | Kind::LinuxBridge => None,
+            Kind::RxOnly | Kind::LinuxBridge => None,
         })
     }
 

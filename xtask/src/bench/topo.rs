@@ -98,6 +98,17 @@ impl Topo {
         cmd(&["ip", "netns", "exec", sw, "bridge", "fdb", "add", &mac_text(&MAC_B), "dev", PORT_B, "master", "static"])
     }
 
+    /// Gives the switch's port pa a NAPI of its own (GRO on, which a veth
+    /// needs to take XDP frames when it has no XDP program: the Linux
+    /// bridge) and makes that NAPI threaded, so the switch runs in a kernel
+    /// thread that can be pinned to a CPU, not on the sender's.
+    pub fn thread_switch_port(&self) -> Result<()> {
+        let sw = &self.switch;
+        cmd(&["ip", "netns", "exec", sw, "ethtool", "-K", PORT_A, "gro", "on"])?;
+        let set = format!("echo 1 > /sys/class/net/{PORT_A}/threaded");
+        cmd(&["ip", "netns", "exec", sw, "sh", "-c", &set])
+    }
+
     /// Runs `f` on a thread that has entered network namespace `ns`: device
     /// names, ifindexes, XDP attach and sockets are all per namespace.
     pub fn in_ns<T: Send>(&self, ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
