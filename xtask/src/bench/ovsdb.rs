@@ -73,6 +73,18 @@ const FANOUT: Method = Method {
     how: "50 sessions with monitor_cond on Item (one thread waits on them in epoll), another session inserts one \
           row: from sending the transaction to the read that completed the 50th update2 (median of 20 commits per run)",
 };
+const FANOUT_FIRST: Method = Method {
+    label: "fanout_first",
+    unit: "us",
+    how: "the same commits: from sending the transaction to the read that completed the first update2 (the commit, \
+          its fsync when durable, the first write)",
+};
+const FANOUT_READER: Method = Method {
+    label: "fanout_reader",
+    unit: "us",
+    how: "the same commits: CPU time of the watching thread from the send to the 50th update2, the floor under a \
+          fan-out to one reader whatever the server does",
+};
 const RSS: Method = Method {
     label: "rss",
     unit: "MiB",
@@ -185,15 +197,19 @@ fn repetition(rep: usize, opts: &Opts, ours: &Path, s: &mut Samples) -> Result<(
         for kind in order {
             check_interrupted()?;
             let srv = Server::start(kind, ours, Schema::Bench)?;
-            let times = load::fanout(&srv, WATCHERS, FANOUT_COMMITS, durable)
+            let f = load::fanout(&srv, WATCHERS, FANOUT_COMMITS, durable)
                 .with_context(|| format!("{} monitor fan-out, {d}", kind.name()))?;
-            let m = median(&times);
-            let (lo, hi) = times.iter().fold((f64::MAX, 0f64), |(l, h), &t| (l.min(t), h.max(t)));
+            let m = median(&f.last);
+            let (lo, hi) = f.last.iter().fold((f64::MAX, 0f64), |(l, h), &t| (l.min(t), h.max(t)));
+            let (first, reader) = (median(&f.first), median(&f.reader_cpu));
             println!(
-                "  {:<13} fan-out to {WATCHERS} monitors {d:<10} {m:>8.1} us  (of {FANOUT_COMMITS} commits: {lo:.0}..{hi:.0} us)",
+                "  {:<13} fan-out to {WATCHERS} monitors {d:<10} {m:>8.1} us  (of {FANOUT_COMMITS} commits: {lo:.0}..{hi:.0} us; \
+                 first update at {first:.0} us; reader CPU {reader:.0} us)",
                 kind.name()
             );
             s.push(fig(kind, &format!("fanout_{WATCHERS}_{d}")), FANOUT, m);
+            s.push(fig(kind, &format!("fanout_{WATCHERS}_{d}:first")), FANOUT_FIRST, first);
+            s.push(fig(kind, &format!("fanout_{WATCHERS}_{d}:reader_cpu")), FANOUT_READER, reader);
         }
     }
     for kind in order {

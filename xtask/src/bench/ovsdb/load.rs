@@ -228,11 +228,28 @@ pub fn load_rows(srv: &mut Server, batches: usize, ports: usize) -> Result<Rss> 
     Ok(Rss { empty_kb, loaded_kb: srv.status_kb("VmRSS")?, peak_kb: srv.status_kb("VmHWM")?, db_bytes: srv.db_bytes() })
 }
 
+/// What the fan-out runs measured, per commit, in µs.
+#[derive(Default)]
+pub struct Fanout {
+    /// From the send to the read that completed the last watcher's update2.
+    pub last: Vec<f64>,
+    /// From the send to the read that completed the first watcher's update2.
+    pub first: Vec<f64>,
+    /// CPU time the watching thread spent from the send to the last update:
+    /// the least a fan-out can take with one reader, whatever the server.
+    pub reader_cpu: Vec<f64>,
+}
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// `watchers` sessions with a monitor_cond on Item; another session commits
-/// `commits` single inserts one after another. For each: time from the send
-/// to the read that completed the last watcher's update2. Returns the times
-/// in µs.
-pub fn fanout(srv: &Server, watchers: usize, commits: usize, durable: bool) -> Result<Vec<f64>> {
+/// `commits` single inserts one after another, each timed.
+pub fn fanout(srv: &Server, watchers: usize, commits: usize, durable: bool) -> Result<Fanout> {
     let mut ws = Vec::new();
     for w in 0..watchers {
         let mut c = srv.connect()?;
@@ -262,7 +279,7 @@ pub fn fanout(srv: &Server, watchers: usize, commits: usize, durable: bool) -> R
         }
     }
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; watchers];
-    let mut times = Vec::new();
+    let mut out = Fanout::default();
     for k in 0..commits {
         check_interrupted()?;
         let id = 10 + k as u64;
@@ -270,6 +287,8 @@ pub fn fanout(srv: &Server, watchers: usize, commits: usize, durable: bool) -> R
         let mut got = vec![false; watchers];
         let mut left = watchers;
         let mut last = Instant::now();
+        let mut first: Option<Instant> = None;
+        let cpu0 = thread_cpu();
         let t0 = Instant::now();
         writer.send(text.as_bytes())?;
         while left > 0 {
@@ -301,14 +320,17 @@ pub fn fanout(srv: &Server, watchers: usize, commits: usize, durable: bool) -> R
                     got[i] = true;
                     left -= 1;
                     last = last.max(c.last_read);
+                    first = Some(first.map_or(c.last_read, |f| f.min(c.last_read)));
                 }
             }
         }
-        times.push((last - t0).as_secs_f64() * 1e6);
+        out.reader_cpu.push((thread_cpu() - cpu0).as_secs_f64() * 1e6);
+        out.last.push((last - t0).as_secs_f64() * 1e6);
+        out.first.push((first.unwrap_or(last) - t0).as_secs_f64() * 1e6);
         let (r, _) = writer.reply(id)?;
         client::transact_ok(writer.bytes(r))?;
     }
-    Ok(times)
+    Ok(out)
 }
 
 /// The median of some values.
