@@ -153,6 +153,16 @@ struct MonTable {
 }
 
 impl MonTable {
+    /// Same selections, columns and condition: every change looks the same
+    /// through both.
+    fn same_view(&self, other: &MonTable) -> bool {
+        self.select == other.select
+            && self.columns.len() == other.columns.len()
+            && self.columns.iter().zip(&other.columns).all(|(a, b)| a.name == b.name && a.select == b.select)
+            && self.tracked == other.tracked
+            && self.condition == other.condition
+    }
+
     fn has_column(&self, name: &str) -> bool {
         self.columns.iter().any(|c| c.name == name)
     }
@@ -178,6 +188,9 @@ impl MonTable {
 pub struct Monitor {
     version: MonitorVersion,
     tables: BTreeMap<String, MonTable>,
+    /// A hash of what `same_view` compares, kept current, so a server can
+    /// find monitors with the same view without comparing every pair.
+    view_key: u64,
 }
 
 /// OVS's `ovsdb_parser` for the small objects of monitor requests: members
@@ -375,7 +388,9 @@ impl Monitor {
             }
             tables.insert(tname.clone(), mt);
         }
-        Ok(Monitor { version, tables })
+        let mut m = Monitor { version, tables, view_key: 0 };
+        m.view_key = m.compute_view_key();
+        Ok(m)
     }
 
     /// One `<monitor-request>` for `mt`; returns its condition (V2/V3; an
@@ -482,6 +497,39 @@ impl Monitor {
     /// The table updates owed for one committed transaction (the "update",
     /// "update2" or "update3" notification's last param), or None when
     /// nothing monitored changed.
+    fn compute_view_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.version.hash(&mut h);
+        for (name, t) in &self.tables {
+            name.hash(&mut h);
+            t.select.hash(&mut h);
+            for c in &t.columns {
+                c.name.hash(&mut h);
+                c.select.hash(&mut h);
+            }
+            t.tracked.hash(&mut h);
+            // Conditions hold JSON values, which don't hash; their text does.
+            format!("{:?}", t.condition).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Equal for monitors with the same view (see `same_view`); unequal keys
+    /// mean different views.
+    pub fn view_key(&self) -> u64 {
+        self.view_key
+    }
+
+    /// Whether `other` turns every commit into the same update as this one
+    /// (same format, tables, columns, selections and conditions), so one
+    /// update computed for either serves both. Both watch the same database.
+    pub fn same_view(&self, other: &Monitor) -> bool {
+        self.version == other.version
+            && self.tables.len() == other.tables.len()
+            && self.tables.iter().zip(&other.tables).all(|((n, a), (m, b))| n == m && a.same_view(b))
+    }
+
     pub fn update(&self, commit: &Commit) -> Option<Value> {
         let mut out = Map::new();
         for (tname, rows) in &commit.tables {
@@ -572,6 +620,7 @@ impl Monitor {
                 }
             }
             self.tables.get_mut(&tname).expect("monitored").condition = Some(new_cond);
+            self.view_key = self.compute_view_key();
         }
         Ok((!out.is_empty()).then_some(Value::Object(out)))
     }
@@ -831,6 +880,36 @@ mod tests {
             json!({"T": {a.to_string(): {"old": {"s": ["set", [1, 2]]}, "new": {"name": "a", "s": ["set", [2, 3]]}}}})
         );
         assert_eq!(m.update(&delete(&mut db, a)), None);
+    }
+
+    #[test]
+    fn monitors_with_one_view_share_it() {
+        let mut db = Database::new(schema());
+        let cond = |n: i64| json!({"T": {"columns": ["name", "n"], "where": [["n", "==", n]]}});
+        let a = mon(V2, &db, cond(1));
+        let b = mon(V2, &db, cond(1));
+        assert!(a.same_view(&b) && a.view_key() == b.view_key());
+        // A different condition, column set, selection or format is another view.
+        for other in [
+            mon(V2, &db, cond(2)),
+            mon(V2, &db, json!({"T": {"columns": ["name"], "where": [["n", "==", 1]]}})),
+            mon(V2, &db, json!({"T": {"columns": ["name", "n"], "where": [["n", "==", 1]], "select": {"insert": false}}})),
+            mon(V3, &db, cond(1)),
+            mon(V2, &db, json!({"T": {"columns": ["name", "n"], "where": [["n", "==", 1]]}, "U": {}})),
+        ] {
+            assert!(!a.same_view(&other));
+            assert_eq!(a.same_view(&other), other.same_view(&a));
+        }
+        // A shared view's update is the one each monitor would have made.
+        let (_, c) = insert(&mut db, json!({"name": "x", "n": 1}));
+        assert_eq!(a.update(&c), b.update(&c));
+        // Changing one monitor's condition takes it out of the view.
+        let mut b = b;
+        b.change_condition(&db, &json!({"T": [{"where": [["n", "==", 2]]}]})).unwrap();
+        assert!(!a.same_view(&b));
+        assert_ne!(a.view_key(), b.view_key());
+        assert!(b.same_view(&mon(V2, &db, cond(2))));
+        assert_eq!(b.view_key(), mon(V2, &db, cond(2)).view_key());
     }
 
     #[test]

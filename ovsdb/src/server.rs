@@ -513,30 +513,34 @@ impl Core {
     }
 
     /// Queues the monitor updates for `commit`, in session order. Monitors
-    /// asking for the same thing get the same update: each distinct one is
-    /// serialized once.
+    /// with the same view of the database (the usual case: many clients of
+    /// one kind) share one update, computed and serialized once.
     fn send_updates(&mut self, db: &str, commit: &Commit) {
         // Standalone databases report the zero transaction id, as OVS's do.
         let txn_id = Uuid::nil().to_string();
         let mut updates = Vec::new();
-        let mut serialized: Vec<(Value, Vec<u8>)> = Vec::new();
+        // Per view key, the distinct views met so far: a monitor with that
+        // view and its update serialized (None: the commit shows it nothing).
+        let mut views: HashMap<u64, Vec<(&Monitor, Option<Vec<u8>>)>> = HashMap::new();
         for (sid, s) in &self.sessions {
             for (mdb, mid_json, m) in s.monitors.values() {
                 if mdb != db {
                     continue;
                 }
-                if let Some(u) = m.update(commit) {
-                    let i = match serialized.iter().position(|(v, _)| *v == u) {
-                        Some(i) => i,
-                        None => {
-                            let text = serde_json::to_vec(&u).expect("serializing a Value cannot fail");
-                            serialized.push((u, text));
-                            serialized.len() - 1
-                        }
-                    };
+                let same = views.entry(m.view_key()).or_default();
+                let i = match same.iter().position(|(v, _)| v.same_view(m)) {
+                    Some(i) => i,
+                    None => {
+                        let text =
+                            m.update(commit).map(|u| serde_json::to_vec(&u).expect("serializing a Value cannot fail"));
+                        same.push((m, text));
+                        same.len() - 1
+                    }
+                };
+                if let Some(u) = &same[i].1 {
                     let v = m.version();
                     let txn = (v == MonitorVersion::V3).then_some(txn_id.as_str());
-                    let text = update_notification_text(v.notification(), mid_json, txn, &serialized[i].1);
+                    let text = update_notification_text(v.notification(), mid_json, txn, u);
                     updates.push((*sid, Outgoing::Text(text)));
                 }
             }
