@@ -34,6 +34,10 @@ use crate::{
 
 pub type SessionId = u64;
 
+
+/// A monitor standing for its view in one commit's fan-out, and the update
+/// serialized for that view (None: the commit shows it nothing).
+type SharedView<'a> = (&'a Monitor, Option<Vec<u8>>);
 /// The schema of the `_Server` database, as OVS 3.1 serves it.
 pub const SERVER_SCHEMA: &str = r#"{"name": "_Server", "version": "1.2.0", "cksum": "3009684573 744",
  "tables": {"Database": {"columns": {
@@ -512,7 +516,7 @@ impl Core {
         self.retry_parked(Some(db));
     }
 
-    /// Queues the monitor updates for `commit`, in session order. Monitors
+    /// Queues the monitor updates for `commit`. Monitors
     /// with the same view of the database (the usual case: many clients of
     /// one kind) share one update, computed and serialized once.
     fn send_updates(&mut self, db: &str, commit: &Commit) {
@@ -521,7 +525,7 @@ impl Core {
         let mut updates = Vec::new();
         // Per view key, the distinct views met so far: a monitor with that
         // view and its update serialized (None: the commit shows it nothing).
-        let mut views: HashMap<u64, Vec<(&Monitor, Option<Vec<u8>>)>> = HashMap::new();
+        let mut views: HashMap<u64, Vec<SharedView>> = HashMap::new();
         for (sid, s) in &self.sessions {
             for (mdb, mid_json, m) in s.monitors.values() {
                 if mdb != db {
