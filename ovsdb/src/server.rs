@@ -34,10 +34,10 @@ use crate::{
 
 pub type SessionId = u64;
 
-
 /// A monitor standing for its view in one commit's fan-out, and the update
 /// serialized for that view (None: the commit shows it nothing).
 type SharedView<'a> = (&'a Monitor, Option<Vec<u8>>);
+
 /// The schema of the `_Server` database, as OVS 3.1 serves it.
 pub const SERVER_SCHEMA: &str = r#"{"name": "_Server", "version": "1.2.0", "cksum": "3009684573 744",
  "tables": {"Database": {"columns": {
