@@ -514,6 +514,12 @@ async fn core_loop(
                 core.remove_session(id);
             }
         }
+        // Large parsed requests are freed by a worker thread, off the path
+        // of the next request.
+        let garbage = core.take_garbage();
+        if !garbage.is_empty() {
+            tokio::task::spawn_blocking(move || drop(garbage));
+        }
         if remotes_changed {
             listeners.refresh(&core);
         }

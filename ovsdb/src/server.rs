@@ -34,6 +34,9 @@ use crate::{
 
 pub type SessionId = u64;
 
+/// A transaction with this many operations is freed after the replies go out.
+const LARGE_TXN_OPS: usize = 256;
+
 /// A monitor standing for its view in one commit's fan-out, and the update
 /// serialized for that view (None: the commit shows it nothing).
 type SharedView<'a> = (&'a Monitor, Option<Vec<u8>>);
@@ -107,6 +110,10 @@ pub struct Core {
     locks: BTreeMap<String, VecDeque<SessionId>>,
     parked: Vec<Parked>,
     outbox: Vec<(SessionId, Outgoing)>,
+    /// Operations of large transactions already executed: freeing a parsed
+    /// request of 20,000 operations takes milliseconds, so it is left until
+    /// the replies are out (`take_garbage`).
+    garbage: Vec<Vec<Value>>,
     /// A backup server's clients may only read (see [`crate::replication`]).
     pub read_only: bool,
     /// Relay databases (see [`crate::relay`]), and the write transactions
@@ -195,6 +202,7 @@ impl Core {
             locks: BTreeMap::new(),
             parked: Vec::new(),
             outbox: Vec::new(),
+            garbage: Vec::new(),
             read_only: false,
             relays: BTreeSet::new(),
             forwards: Vec::new(),
@@ -353,6 +361,11 @@ impl Core {
         std::mem::take(&mut self.outbox)
     }
 
+    /// What is left to free of the transactions handled so far; see `garbage`.
+    pub fn take_garbage(&mut self) -> Vec<Vec<Value>> {
+        std::mem::take(&mut self.garbage)
+    }
+
     fn send(&mut self, to: SessionId, m: Message) {
         self.outbox.push((to, Outgoing::Message(m)));
     }
@@ -485,6 +498,9 @@ impl Core {
                     }
                 }
                 self.outbox.push((from, Outgoing::Text(response_text(&done.results, &id))));
+                if ops.len() >= LARGE_TXN_OPS {
+                    self.garbage.push(ops);
+                }
             }
         }
     }
