@@ -441,6 +441,8 @@ async fn core_loop(
                     queues.remove(&id);
                 }
                 Event::Unixctl(cmd, args, reply) => {
+                    // Commands may read the databases (remotes from `db:`).
+                    core.settle();
                     if cmd == "exit" {
                         exit_reply = Some(reply);
                         continue;
@@ -513,6 +515,13 @@ async fn core_loop(
                 }
                 core.remove_session(id);
             }
+        }
+        // With the replies out, the commits they answered go into their
+        // databases. First let the writer tasks run: a reply too large for
+        // the socket's buffer would otherwise wait behind this task.
+        if core.has_pending() {
+            tokio::task::yield_now().await;
+            core.settle();
         }
         // Large parsed requests are freed by a worker thread, off the path
         // of the next request.

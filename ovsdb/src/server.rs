@@ -109,6 +109,10 @@ pub struct Core {
     /// Lock name → sessions, the owner first.
     locks: BTreeMap<String, VecDeque<SessionId>>,
     parked: Vec<Parked>,
+    /// Commits stored and announced but not yet applied to their database
+    /// (by name): applying a large one takes milliseconds, which need not
+    /// delay its reply. Everything that reads a database settles them first.
+    pending: Vec<(String, Commit)>,
     outbox: Vec<(SessionId, Outgoing)>,
     /// Operations of large transactions already executed: freeing a parsed
     /// request of 20,000 operations takes milliseconds, so it is left until
@@ -201,6 +205,7 @@ impl Core {
             sessions: HashMap::new(),
             locks: BTreeMap::new(),
             parked: Vec::new(),
+            pending: Vec::new(),
             outbox: Vec::new(),
             garbage: Vec::new(),
             read_only: false,
@@ -238,6 +243,7 @@ impl Core {
     /// Adds an in-memory database that relays another server's (its rows
     /// come through [`Core::replica_update`]).
     pub fn add_relay_db(&mut self, schema: DatabaseSchema) -> Result<(), String> {
+        self.settle();
         let name = schema.name.clone();
         if self.dbs.contains_key(&name) {
             return Err(format!("relay:{name}: duplicate database name {name}"));
@@ -252,6 +258,7 @@ impl Core {
     /// Returns the sessions to disconnect (those not db-change-aware, as
     /// OVS does).
     pub fn add_db(&mut self, path: &Path) -> Result<Vec<SessionId>, String> {
+        self.settle();
         let same_file = |p: &Path| match (std::fs::canonicalize(p), std::fs::canonicalize(path)) {
             (Ok(a), Ok(b)) => a == b,
             _ => false,
@@ -273,6 +280,7 @@ impl Core {
     /// `ovsdb-server/remove-db NAME`: stops serving a database (its file is
     /// closed, its monitors canceled). Returns the sessions to disconnect.
     pub fn remove_db(&mut self, name: &str) -> Result<Vec<SessionId>, String> {
+        self.settle();
         if name == "_Server" || self.dbs.remove(name).is_none() {
             return Err("Failed to find the database.".into());
         }
@@ -386,6 +394,7 @@ impl Core {
 
     /// Handles one message from a session.
     pub fn handle(&mut self, from: SessionId, msg: Message) {
+        self.settle();
         match msg {
             Message::Request { method, params, id } => self.request(from, &method, params, id),
             Message::Notification { method, params } => {
@@ -463,6 +472,7 @@ impl Core {
     // ---- transactions -------------------------------------------------
 
     fn transact(&mut self, from: SessionId, db: String, ops: Vec<Value>, id: Value, since: Instant) {
+        self.settle();
         // A relay answers reads itself; what writes goes to the source.
         let writes =
             || ops.iter().any(|op| op.get("op").and_then(Value::as_str).and_then(txn::op_read_only) == Some(false));
@@ -516,13 +526,30 @@ impl Core {
         Ok(())
     }
 
-    /// Applies a stored commit, tells the monitors, and retries parked waits.
+    /// Tells the monitors of a stored commit, leaves it to be applied (see
+    /// `pending`), and retries parked waits.
     fn committed(&mut self, db: &str, commit: Commit) {
         self.send_updates(db, &commit);
-        // Updates are made from the commit alone, so its rows can now move
-        // into the database.
-        self.dbs.get_mut(db).expect("db").db.apply_owned(commit);
-        self.retry_parked(Some(db));
+        // Updates are made from the commit alone, so its rows can move into
+        // the database later.
+        self.pending.push((db.to_string(), commit));
+        if self.parked.iter().any(|p| p.db == db) {
+            self.retry_parked(Some(db));
+        }
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Applies the commits left pending. Called by every method that reads or
+    /// changes a database, and by the server loop once the replies are out.
+    pub fn settle(&mut self) {
+        for (db, commit) in std::mem::take(&mut self.pending) {
+            if let Some(inst) = self.dbs.get_mut(&db) {
+                inst.db.apply_owned(commit);
+            }
+        }
     }
 
     /// Tells the monitors of a commit applied elsewhere (a replica's or
@@ -582,6 +609,7 @@ impl Core {
 
     /// Expires parked transactions whose wait timed out.
     pub fn tick(&mut self) {
+        // Runs every loop: parked transactions settle when they run.
         let due = self.parked.iter().any(|p| p.timeout_ms.is_some_and(|t| p.since.elapsed().as_millis() as u64 >= t));
         if due {
             self.retry_parked(None);
@@ -735,6 +763,7 @@ impl Core {
     /// after the schema. An online compaction still being written is
     /// cancelled first. Returns the names compacted.
     pub fn compact(&mut self, only: Option<&str>) -> Result<Vec<String>, String> {
+        self.settle();
         if only.is_some_and(|n| n.starts_with('_')) {
             return Err("cannot compact built-in databases".into());
         }
@@ -768,6 +797,7 @@ impl Core {
     /// [`Core::finish_compaction`]. Commits in between go to the old log and
     /// are carried over.
     pub fn start_compactions(&mut self) -> Vec<CompactionJob> {
+        self.settle();
         let mut jobs = Vec::new();
         for (name, inst) in self.dbs.iter_mut() {
             let Some(log) = inst.log.as_mut() else { continue };
@@ -789,6 +819,7 @@ impl Core {
 
     /// Completes a job of [`Core::start_compactions`] after it ran.
     pub fn finish_compaction(&mut self, db: &str, written: Result<Rewrite, LogError>) -> Result<(), String> {
+        self.settle();
         let Some(log) = self.dbs.get_mut(db).and_then(|i| i.log.as_mut()) else {
             return Err(format!("{db}: no such database"));
         };
@@ -824,6 +855,7 @@ impl Core {
         updates: &Value,
         reset: Option<&BTreeSet<String>>,
     ) -> Result<(), String> {
+        self.settle();
         let inst = self.dbs.get_mut(db).ok_or_else(|| format!("unknown database {db}"))?;
         let Some(updates) = updates.as_object() else { return Err("<table-updates> is not an object".into()) };
         let mut record = serde_json::Map::new();
@@ -867,6 +899,7 @@ impl Core {
     /// `status` (`n_connections` when more than one), where the referenced
     /// table has such columns. `connections` counts sessions by remote.
     pub fn update_remote_status(&mut self, configured: &[String], connections: &HashMap<String, usize>) {
+        self.settle();
         let mut records: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
         for spec in configured.iter().filter_map(|r| r.strip_prefix("db:")) {
             let parts: Vec<&str> = spec.split(',').collect();

@@ -1,7 +1,7 @@
 //! oxvsdb-server under bad input and crashes: every kind of bad message gets
 //! an error or a closed session, never a crash or a stuck server, and other
 //! sessions keep working; a server killed with SIGKILL loses no transaction
-//! it acknowledged.
+//! it acknowledged; requests pipelined in one write see each other's commits.
 use std::{
     io::{BufReader, Read, Write},
     os::unix::net::UnixStream,
@@ -271,4 +271,54 @@ fn acknowledged_transactions_survive_sigkill() {
     s.kill();
     let o = Command::new("ovsdb-tool").arg("show-log").arg(&s.db).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Requests sent back to back in one write are handled in one batch of the
+/// server's loop, where a commit is applied to the database only once the
+/// batch's replies are out: each request must still see every commit made
+/// before it, and so must monitors and later batches.
+#[test]
+fn pipelined_requests_see_the_commits_before_them() {
+    let s = Srv::new("pipe");
+    let mut c = s.connect();
+    let item = |name: &str, n: i64| json!({"op": "insert", "table": "Item", "row": {"name": name, "n": n}});
+    let mut big = vec![json!("T")];
+    big.extend((0..300).map(|i| item(&format!("b{i}"), i)));
+    let reqs = [
+        json!({"id": 1, "method": "transact", "params": ["T", item("a", 1)]}),
+        json!({"id": 2, "method": "transact", "params": ["T",
+            {"op": "select", "table": "Item", "where": [["name", "==", "a"]], "columns": ["n"]}]}),
+        json!({"id": 3, "method": "transact", "params": ["T",
+            {"op": "mutate", "table": "Item", "where": [["name", "==", "a"]], "mutations": [["n", "+=", 1]]}]}),
+        json!({"id": 4, "method": "monitor_cond", "params": ["T", "m", {"Item": [{"columns": ["n"], "where": [["name", "==", "a"]]}]}]}),
+        json!({"id": 5, "method": "transact", "params": big}),
+        json!({"id": 6, "method": "transact", "params": ["T",
+            {"op": "select", "table": "Item", "where": [["n", ">=", 0]], "columns": ["name"]}]}),
+    ];
+    let text: String = reqs.iter().map(|r| r.to_string()).collect();
+    c.w.write_all(text.as_bytes()).unwrap();
+    let mut replies = std::collections::HashMap::new();
+    while replies.len() < reqs.len() {
+        let v = c.read().expect("connection closed");
+        if let Some(id) = v["id"].as_u64() {
+            assert!(v["error"].is_null(), "request {id}: {v}");
+            replies.insert(id, v["result"].clone());
+        }
+    }
+    assert_eq!(replies[&2][0]["rows"], json!([{"n": 1}]), "the select after the insert");
+    assert_eq!(replies[&3][0]["count"], json!(1), "the mutate after the insert");
+    let initial: Vec<&Value> = replies[&4]["Item"].as_object().unwrap().values().collect();
+    assert_eq!(initial, [&json!({"initial": {"n": 2}})], "the monitor's initial rows after the mutate");
+    assert_eq!(replies[&5].as_array().unwrap().len(), 300);
+    assert_eq!(replies[&6][0]["rows"].as_array().unwrap().len(), 301, "the select after the 300 inserts");
+    // The next batch sees them too, and the monitor hears of its change
+    // (before the reply, as from OVS).
+    let del = json!({"id": 7, "method": "transact", "params": ["T",
+        {"op": "delete", "table": "Item", "where": [["name", "==", "a"]]}]});
+    c.w.write_all(del.to_string().as_bytes()).unwrap();
+    let u = c.read().expect("the monitor's update");
+    assert_eq!(u["method"], json!("update2"), "{u}");
+    assert_eq!(u["params"][1]["Item"].as_object().unwrap().values().collect::<Vec<_>>(), [&json!({"delete": null})]);
+    let r = c.read().expect("the reply");
+    assert_eq!(r["result"][0]["count"], json!(1), "{r}");
 }
