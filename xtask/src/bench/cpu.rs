@@ -82,7 +82,8 @@ pub struct Spinner {
     thread: Option<std::thread::JoinHandle<Duration>>,
 }
 
-fn thread_cpu_time() -> Duration {
+/// CPU time of the calling thread so far.
+pub fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid timespec pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::{
-    super::sender::check_interrupted,
+    super::{cpu::thread_cpu_time, sender::check_interrupted},
     client::{self, Client},
     server::Server,
 };
@@ -240,12 +240,6 @@ pub struct Fanout {
     pub reader_cpu: Vec<f64>,
 }
 
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 /// `watchers` sessions with a monitor_cond on Item; another session commits
 /// `commits` single inserts one after another, each timed.
@@ -288,7 +282,7 @@ pub fn fanout(srv: &Server, watchers: usize, commits: usize, durable: bool) -> R
         let mut left = watchers;
         let mut last = Instant::now();
         let mut first: Option<Instant> = None;
-        let cpu0 = thread_cpu();
+        let cpu0 = thread_cpu_time();
         let t0 = Instant::now();
         writer.send(text.as_bytes())?;
         while left > 0 {
@@ -324,7 +318,7 @@ pub fn fanout(srv: &Server, watchers: usize, commits: usize, durable: bool) -> R
                 }
             }
         }
-        out.reader_cpu.push((thread_cpu() - cpu0).as_secs_f64() * 1e6);
+        out.reader_cpu.push((thread_cpu_time() - cpu0).as_secs_f64() * 1e6);
         out.last.push((last - t0).as_secs_f64() * 1e6);
         out.first.push((first.unwrap_or(last) - t0).as_secs_f64() * 1e6);
         let (r, _) = writer.reply(id)?;
