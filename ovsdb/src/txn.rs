@@ -853,15 +853,16 @@ impl<'a> Exec<'a, '_> {
     /// then whatever only they referred to.
     fn collect_garbage(&mut self, delta: &mut RefDelta<'a>) {
         let schema: &'a crate::schema::DatabaseSchema = &self.db.schema;
+        // Rows of root tables are never garbage: only the others are seeds. A
+        // row may be queued more than once (new, and referenced anew): its
+        // second turn finds it referenced or gone. The outcome doesn't depend
+        // on the order.
         let mut work: VecDeque<(&'a str, Uuid)> = VecDeque::new();
-        // Rows of root tables are never garbage: only the others are seeds.
-        let mut seeds: BTreeSet<(&'a str, Uuid)> = BTreeSet::new();
         for (t, rows) in &self.changes {
             let Some((t, _)) = schema.tables.get_key_value(t).filter(|(_, ts)| !ts.is_root) else { continue };
-            seeds.extend(rows.iter().filter(|(_, c)| c.new.is_some()).map(|(u, _)| (t.as_str(), *u)));
+            work.extend(rows.iter().filter(|(_, c)| c.new.is_some()).map(|(u, _)| (t.as_str(), *u)));
         }
-        seeds.extend(delta.keys().copied());
-        work.extend(seeds);
+        work.extend(delta.keys().copied());
         while let Some((t, u)) = work.pop_front() {
             let root = schema.tables.get(t).is_none_or(|ts| ts.is_root);
             if root || self.refs_now(delta, t, &u) > 0 {
