@@ -34,7 +34,8 @@ use crate::{
 
 pub type SessionId = u64;
 
-/// A transaction with this many operations is freed after the replies go out.
+/// A transaction with this many operations is freed after the replies go
+/// out, and a commit of this many rows applied after them.
 const LARGE_TXN_OPS: usize = 256;
 
 /// A monitor standing for its view in one commit's fan-out, and the update
@@ -109,8 +110,8 @@ pub struct Core {
     /// Lock name → sessions, the owner first.
     locks: BTreeMap<String, VecDeque<SessionId>>,
     parked: Vec<Parked>,
-    /// Commits stored and announced but not yet applied to their database
-    /// (by name): applying a large one takes milliseconds, which need not
+    /// Large commits stored and announced but not yet applied to their
+    /// database (by name): applying one takes milliseconds, which need not
     /// delay its reply. Everything that reads a database settles them first.
     pending: Vec<(String, Commit)>,
     outbox: Vec<(SessionId, Outgoing)>,
@@ -531,8 +532,14 @@ impl Core {
     fn committed(&mut self, db: &str, commit: Commit) {
         self.send_updates(db, &commit);
         // Updates are made from the commit alone, so its rows can move into
-        // the database later.
-        self.pending.push((db.to_string(), commit));
+        // the database later. Only large commits wait: for a small one the
+        // wait would cost more (a yield of the core task) than applying.
+        let rows: usize = commit.tables.values().map(|t| t.len()).sum();
+        if self.pending.is_empty() && rows < LARGE_TXN_OPS {
+            self.dbs.get_mut(db).expect("db").db.apply_owned(commit);
+        } else {
+            self.pending.push((db.to_string(), commit));
+        }
         if self.parked.iter().any(|p| p.db == db) {
             self.retry_parked(Some(db));
         }
