@@ -71,6 +71,19 @@ impl LoggedServer {
         c
     }
 
+    /// Starts our tool once per argument list, all at once, and waits for
+    /// every run to succeed.
+    fn run_ours_at_once(&self, runs: Vec<Vec<&str>>) {
+        let children: Vec<Child> = runs
+            .iter()
+            .map(|args| self.command(true, args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
+            .collect();
+        for c in children {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+
     fn run(&self, ours: bool, args: &[&str]) -> Output {
         let o = self.command(ours, args).output().unwrap();
         assert!(
@@ -202,20 +215,8 @@ fn concurrent_adds_are_never_retried() {
     let s = LoggedServer::start("concurrent");
     s.run(false, &["init", "--", "add-br", "br0"]);
     let before = s.transactions().len();
-    let children: Vec<Child> = (1..=12)
-        .map(|i| {
-            let vlan = i.to_string();
-            s.command(true, &["add", "Bridge", "br0", "flood_vlans", &vlan])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    let vlans: Vec<String> = (1..=12).map(|i| i.to_string()).collect();
+    s.run_ours_at_once(vlans.iter().map(|v| vec!["add", "Bridge", "br0", "flood_vlans", v.as_str()]).collect());
     let o = s.run(false, &["get", "Bridge", "br0", "flood_vlans"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]\n");
     // One transaction per run, none of them with a wait that could fail.
@@ -395,19 +396,8 @@ fn concurrent_sets_of_map_keys_are_never_retried() {
     let s = LoggedServer::start("concurrent-set");
     s.run(false, &["init", "--", "add-br", "br0"]);
     let before = s.transactions().len();
-    let children: Vec<Child> = (1..=12)
-        .map(|i| {
-            s.command(true, &["set", "Bridge", "br0", &format!("external_ids:k{i}=v")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    let pairs: Vec<String> = (1..=12).map(|i| format!("external_ids:k{i}=v")).collect();
+    s.run_ours_at_once(pairs.iter().map(|p| vec!["set", "Bridge", "br0", p.as_str()]).collect());
     let o = s.run(false, &["get", "Bridge", "br0", "external_ids"]);
     let mut keys: Vec<String> = (1..=12).map(|i| format!("k{i}")).collect();
     keys.sort();

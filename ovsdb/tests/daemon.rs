@@ -175,20 +175,7 @@ fn a_backup_server_mirrors_the_active_one_and_is_read_only() {
     let d = Dir::new("repl");
     let o = d.run("ovsdb-tool", &["create", "db2", "schema"]);
     assert!(o.status.success());
-    let o = d.server(&["--detach", "--no-chdir", "--pidfile", "--log-file", "--remote=punix:socket", "db"]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let o = d.server(&[
-        "--detach",
-        "--no-chdir",
-        "--pidfile=2.pid",
-        "--log-file=2.log",
-        "--remote=punix:socket2",
-        "--unixctl=unixctl2",
-        "--sync-from=unix:socket",
-        "db2",
-    ]);
-    let _backup = PidGuard(d.path.join("2.pid"));
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let _backup = start_two_servers(&d, &["--sync-from=unix:socket", "db2"]);
     let o = d.run("sh", &["-c", INSERT]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let ctl = d.path.join("unixctl2");
@@ -227,22 +214,25 @@ fn a_backup_server_mirrors_the_active_one_and_is_read_only() {
     assert!(dump("unix:socket2").contains("two"));
 }
 
+/// Starts a detached server on `db` at `socket`, then a second one at
+/// `socket2` (pidfile 2.pid, log 2.log, unixctl2) with `last` as its final
+/// arguments. The guard stops the second; the first is the Dir's.
+fn start_two_servers(d: &Dir, last: &[&str]) -> PidGuard {
+    let o = d.server(&["--detach", "--no-chdir", "--pidfile", "--log-file", "--remote=punix:socket", "db"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut args =
+        vec!["--detach", "--no-chdir", "--pidfile=2.pid", "--log-file=2.log", "--remote=punix:socket2", "--unixctl=unixctl2"];
+    args.extend_from_slice(last);
+    let o = d.server(&args);
+    let guard = PidGuard(d.path.join("2.pid"));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    guard
+}
+
 #[test]
 fn a_relay_serves_its_sources_database_and_forwards_writes() {
     let d = Dir::new("relay");
-    let o = d.server(&["--detach", "--no-chdir", "--pidfile", "--log-file", "--remote=punix:socket", "db"]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let o = d.server(&[
-        "--detach",
-        "--no-chdir",
-        "--pidfile=2.pid",
-        "--log-file=2.log",
-        "--remote=punix:socket2",
-        "--unixctl=unixctl2",
-        "relay:ordinals:unix:socket",
-    ]);
-    let _relay = PidGuard(d.path.join("2.pid"));
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let _relay = start_two_servers(&d, &["relay:ordinals:unix:socket"]);
     let o = d.run("ovsdb-client", &["list-dbs", "unix:socket2"]);
     assert_eq!(text(&o.stdout), "_Server\nordinals\n");
     // A write through the relay lands in the source and comes back.

@@ -479,13 +479,21 @@ fn element_word(ty: &Type) -> &'static str {
     if ty.value.is_none() { "values" } else { "pairs" }
 }
 
-pub fn cmd_add(ctx: &mut Context) -> CmdResult {
+/// `TABLE RECORD COLUMN` of `add` and `remove`: the table, the row and the
+/// column, checked in ovs-vsctl's order and for being changeable. None for a
+/// missing row under `--if-exists`.
+fn mutable_column<'a>(ctx: &mut Context<'a>) -> Result<Option<(&'a TableSchema, Uuid, &'a ColumnSchema)>, String> {
     let must_exist = !ctx.has_option("--if-exists");
     let table = get_table(ctx.schema, ctx.arg(1))?;
     let column = get_column(table, ctx.arg(3))?;
     let id = ctx.arg(2).to_string();
-    let Some(row) = ctx.get_row(&table.name, &id, must_exist)? else { return Ok(()) };
+    let Some(row) = ctx.get_row(&table.name, &id, must_exist)? else { return Ok(None) };
     check_mutable(ctx, table, &row, column)?;
+    Ok(Some((table, row, column)))
+}
+
+pub fn cmd_add(ctx: &mut Context) -> CmdResult {
+    let Some((table, row, column)) = mutable_column(ctx)? else { return Ok(()) };
     let ty = &column.type_;
     // The last command of an invocation adds with partial updates, which
     // the server merges with whatever the column holds at commit: nothing is
@@ -517,12 +525,7 @@ pub fn cmd_add(ctx: &mut Context) -> CmdResult {
 }
 
 pub fn cmd_remove(ctx: &mut Context) -> CmdResult {
-    let must_exist = !ctx.has_option("--if-exists");
-    let table = get_table(ctx.schema, ctx.arg(1))?;
-    let column = get_column(table, ctx.arg(3))?;
-    let id = ctx.arg(2).to_string();
-    let Some(row) = ctx.get_row(&table.name, &id, must_exist)? else { return Ok(()) };
-    check_mutable(ctx, table, &row, column)?;
+    let Some((table, row, column)) = mutable_column(ctx)? else { return Ok(()) };
     let ty = &column.type_;
     let mut old = ctx.read(&table.name, &row, &column.name);
     let rm_type = Type { min: 1, max: u64::MAX, ..ty.clone() };

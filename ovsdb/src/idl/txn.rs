@@ -1017,18 +1017,18 @@ mod tests {
 
         // A column the replica does not have cannot be the base of a
         // partial update.
-        let mut partial =
-            Replica::new(&schema, &BTreeMap::from([("Bridge".to_string(), vec!["name".to_string()])])).unwrap();
-        partial
-            .apply(
-                UpdateFormat::V2,
-                &json!({"Bridge": {br.to_string(): {"initial": {"name": "br0"}}}}),
-                &mut Vec::new(),
-            )
-            .unwrap();
+        let partial = name_only_replica(&schema, br);
         let mut t = txn(&schema);
         t.write_partial_set("Bridge", &br, "flood_vlans", &int_set(&[1]));
         assert!(t.prepare(&partial).unwrap_err().contains("not replicated"));
+    }
+
+    /// A replica of Bridge's `name` alone, holding `br`.
+    fn name_only_replica(schema: &DatabaseSchema, br: Uuid) -> Replica {
+        let mut r = Replica::new(schema, &BTreeMap::from([("Bridge".to_string(), vec!["name".to_string()])])).unwrap();
+        let update = json!({"Bridge": {br.to_string(): {"initial": {"name": "br0"}}}});
+        r.apply(UpdateFormat::V2, &update, &mut Vec::new()).unwrap();
+        r
     }
 
     #[test]
@@ -1046,15 +1046,7 @@ mod tests {
         assert!(t.error().unwrap().contains("deleted"));
 
         // Verifying a column that is not replicated cannot be checked.
-        let mut partial =
-            Replica::new(&schema, &BTreeMap::from([("Bridge".to_string(), vec!["name".to_string()])])).unwrap();
-        partial
-            .apply(
-                UpdateFormat::V2,
-                &json!({"Bridge": {br.to_string(): {"initial": {"name": "br0"}}}}),
-                &mut Vec::new(),
-            )
-            .unwrap();
+        let partial = name_only_replica(&schema, br);
         let mut t = txn(&schema);
         t.verify(&partial, "Bridge", &br, "ports");
         assert!(t.error().unwrap().contains("not replicated"));
