@@ -1545,7 +1545,7 @@ mod tests {
 
         // An abandoned rewrite leaves the log as it was.
         let mut rw = log.start_rewrite().unwrap();
-        rw.write(&[schema.clone()]).unwrap();
+        rw.write(std::slice::from_ref(&schema)).unwrap();
         log.abort_rewrite(rw);
         assert!(!dir.path("w.db.tmp").exists());
         log.append(&insert_record("bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb", "more")).unwrap();
@@ -1555,7 +1555,7 @@ mod tests {
         // A cancelled rewrite can't finish, and doesn't stop the next one.
         let mut rw = log.start_rewrite().unwrap();
         log.cancel_rewrite();
-        rw.write(&[schema.clone()]).unwrap();
+        rw.write(std::slice::from_ref(&schema)).unwrap();
         log.replace(&[schema.clone(), snapshot.clone()]).unwrap();
         assert!(matches!(log.finish_rewrite(rw), Err(LogError::RewriteCancelled { .. })));
         assert_eq!(log.n_records(), 2);
