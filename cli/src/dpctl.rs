@@ -366,8 +366,12 @@ fn show(dp: &EbpfDatapath) -> Result<(), Fail> {
     let pkts = c(counter::HIT) + c(counter::MISS);
     let per = if pkts == 0 { 0.0 } else { c(counter::MASK_LOOKUPS) as f64 / pkts as f64 };
     println!("  masks: hit:{} total:{} hit/pkt:{:.2}", c(counter::MASK_LOOKUPS), s.n_masks, per);
-    let rate = if pkts == 0 { 0.0 } else { 100.0 * c(counter::EMC_HIT) as f64 / pkts as f64 };
-    println!("  cache: hit:{} hit-rate:{:.2}%", c(counter::EMC_HIT), rate);
+    // OVS's line counts the hits of its mask cache; ours, of both per-CPU
+    // caches, each also shown on its own below.
+    let cached = c(counter::EMC_HIT) + c(counter::LAST_HIT);
+    let rate = if pkts == 0 { 0.0 } else { 100.0 * cached as f64 / pkts as f64 };
+    println!("  cache: hit:{} hit-rate:{:.2}%", cached, rate);
+    println!("  caches: last-hit:{} emc:{}", c(counter::LAST_HIT), c(counter::EMC_HIT));
     println!(
         "  upcalls: queued:{} lost:{} rate-limited:{}",
         c(counter::UPCALL),

@@ -1,11 +1,15 @@
-//! Megaflow lookup: the per-CPU exact-match cache, then the masks walked most-hit
-//! first. Megaflows never overlap, so the first hit is the answer.
+//! Megaflow lookup: the per-CPU last-hit cache, the first (most-hit) mask,
+//! the per-CPU exact-match cache, then the other masks walked most-hit first.
+//! Megaflows never overlap, so the first hit is the answer.
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::bpf_loop;
 use oxvs_dp_abi::*;
 
-use crate::maps::{self, OXVS_EMC, OXVS_FLOWS, OXVS_MASK_FLT, OXVS_MASK_HITS, OXVS_MASK_ORDER, OXVS_MASKS, Scratch};
+use crate::maps::{
+    self, OXVS_EMC, OXVS_FLOW_GEN, OXVS_FLOWS, OXVS_LAST_HIT, OXVS_MASK_FLT, OXVS_MASK_HITS, OXVS_MASK_ORDER, OXVS_MASKS,
+    Scratch,
+};
 
 /// The exact-match cache's index hash of the whole key (words hashed
 /// independently, as `masked_hash` does, then folded).
@@ -126,9 +130,67 @@ fn hit_mask(mask_id: u32) {
     }
 }
 
+/// The megaflow for the key in `s`. With the last-hit cache on, a packet of
+/// the flow this CPU's packets keep hitting skips the hashing and the hash
+/// map: one masked compare against the cached copy.
 #[inline(always)]
 pub fn lookup(s: &mut Scratch, ctr: *mut DpCounters) -> Option<*const FlowEntry> {
     let cfg = maps::config()?;
+    if cfg.flags & DP_F_NO_LAST_HIT != 0 {
+        return walk_masks(s, ctr, cfg);
+    }
+    // The generation is read before any lookup: a copy made below is then
+    // stamped no newer than the flow it copies.
+    let generation = *OXVS_FLOW_GEN.get(0)?;
+    let c = OXVS_LAST_HIT.get_ptr_mut(0)?;
+    // SAFETY: this CPU's value, no concurrent writer; valid for this run.
+    let c = unsafe { &mut *c };
+    if c.valid != 0 && c.generation == generation {
+        let id = c.flow.mask_id;
+        if let Some(m) = OXVS_MASKS.get(id) {
+            maps::bump(ctr, counter::MASK_LOOKUPS);
+            let (k, mw, fk) = (s.key.words(), m.mask.words(), c.flow.key.words());
+            let mut diff = 0u64;
+            for i in 0..FLOW_KEY_WORDS {
+                diff |= (k[i] & mw[i]) ^ fk[i];
+            }
+            if diff == 0 {
+                maps::bump(ctr, counter::LAST_HIT);
+                hit_mask(id);
+                c.streak = 0;
+                return Some(&c.flow as *const FlowEntry);
+            }
+        }
+    }
+    let f = walk_masks(s, ctr, cfg)?;
+    // SAFETY: a megaflow map value, valid for this run.
+    let slot1 = unsafe { (*f).slot } + 1;
+    if c.streak == slot1 {
+        // SAFETY: as above; both are 8-aligned map values of this size.
+        unsafe { copy_flow(&mut c.flow, &*f) };
+        c.generation = generation;
+        c.valid = 1;
+        c.streak = 0;
+    } else {
+        c.streak = slot1;
+    }
+    Some(f)
+}
+
+/// Copies a flow entry word by word (a plain assignment becomes a byte-wise
+/// copy loop on this target).
+#[inline(always)]
+fn copy_flow(dst: &mut FlowEntry, src: &FlowEntry) {
+    const WORDS: usize = core::mem::size_of::<FlowEntry>() / 8;
+    let (d, s) = (dst as *mut FlowEntry as *mut u64, src as *const FlowEntry as *const u64);
+    for i in 0..WORDS {
+        // SAFETY: i < WORDS, inside both entries (8-aligned, a multiple of 8 long).
+        unsafe { core::ptr::write_volatile(d.add(i), *s.add(i)) };
+    }
+}
+
+#[inline(always)]
+fn walk_masks(s: &mut Scratch, ctr: *mut DpCounters, cfg: &DpConfig) -> Option<*const FlowEntry> {
     let n_masks = cfg.n_masks;
     let generation = cfg.emc_gen;
     if n_masks == 0 {

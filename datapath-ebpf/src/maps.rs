@@ -1,7 +1,7 @@
 //! The datapath's maps. Names match `oxvs_dp_abi::maps`; sizes are defaults that
 //! userspace may override at load time.
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     helpers::{bpf_jiffies64, bpf_ktime_get_ns},
     macros::map,
     maps::{Array, DevMap, HashMap, PerCpuArray, RingBuf},
@@ -33,6 +33,13 @@ pub static OXVS_MASK_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DEFA
 pub static OXVS_FLOW_STATS: PerCpuArray<FlowStats> = PerCpuArray::with_max_entries(DEFAULT_MAX_FLOWS, 0);
 #[map]
 pub static OXVS_EMC: PerCpuArray<EmcEntry> = PerCpuArray::with_max_entries(EMC_ENTRIES, 0);
+#[map]
+pub static OXVS_LAST_HIT: PerCpuArray<LastHit> = PerCpuArray::with_max_entries(1, 0);
+/// Slot 0: the flow generation, which userspace bumps (an atomic add on its
+/// mmap of this map: no syscall, and safe between processes) after every
+/// flow modify or delete; a last-hit copy made under an older one is stale.
+#[map]
+pub static OXVS_FLOW_GEN: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
 pub static OXVS_CONFIG: Array<DpConfig> = Array::with_max_entries(1, 0);
 /// Port number → ifindex (the tc hook redirects by ifindex).

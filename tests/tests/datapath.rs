@@ -177,6 +177,46 @@ fn drop_flow(hook: Hook) {
     assert_eq!(t.show_counter("dropped-by-flow"), 2);
 }
 
+/// A CPU whose packets keep hitting one flow serves it from its last-hit
+/// cache, a copy of the flow: a modify or delete must reach the very next
+/// packet, and the flow's counters stay exact.
+fn last_hit_follows_flow_changes(hook: Hook) {
+    let t = Topo::with_datapath("lhit", hook);
+    let flow = "in_port(1),eth(),eth_type(0x0800),ipv4(proto=17,frag=no)";
+    t.dpctl_ok(&["add-flow", flow, "2"]);
+    let rx = udp_sock(&t.b, "10.0.0.2:5000");
+    let tx = RawSock::open(&t.a, "eth0");
+    let send = |n: u16| {
+        for i in 0..n {
+            tx.send(&frame::udp_frame(t.mac_b, t.mac_a, IP_A, IP_B, 4000 + i, 5000, b"last hit"));
+        }
+    };
+    send(20);
+    assert_eq!(recv_n(&rx, 20).len(), 20);
+    // One sending thread: its frames run the program on its CPU, one after
+    // another, so all but the first two are cache hits (unless it migrates).
+    let hits = t.show_counter("last-hit");
+    assert!(hits >= 10, "{hits} last-hit cache hits of 20 packets");
+
+    t.dpctl_ok(&["mod-flow", flow, "drop"]);
+    send(5);
+    assert!(recv_n(&rx, 1).is_empty(), "a packet took the flow's old actions");
+    assert_eq!(t.show_counter("dropped-by-flow"), 5);
+
+    t.dpctl_ok(&["mod-flow", flow, "2"]);
+    send(5);
+    assert_eq!(recv_n(&rx, 5).len(), 5, "a packet took the dropped version of the flow");
+    assert_eq!(t.flow_stats("in_port(1),").0, 30);
+    assert!(t.show_counter("last-hit") > hits, "the cache was not used after the modify");
+
+    let missed = t.show_counter("missed");
+    t.dpctl_ok(&["del-flow", flow]);
+    send(5);
+    assert!(recv_n(&rx, 1).is_empty(), "a packet took the deleted flow");
+    // At least: the namespace may send frames of its own (IPv6) that miss too.
+    assert!(t.show_counter("missed") >= missed + 5);
+}
+
 /// Flows of one mask share bits of the mask's filter (2000 flows in 8192
 /// bits make a few hundred pairs): deleting flows, in this process and after a
 /// takeover (which rebuilds the bit counts), must leave every remaining flow's
@@ -243,4 +283,4 @@ macro_rules! both_hooks {
     };
 }
 
-both_hooks!(ping, udp_wildcard, vlan_push_pop, rewrite, drop_flow);
+both_hooks!(ping, udp_wildcard, vlan_push_pop, rewrite, drop_flow, last_hit_follows_flow_changes);

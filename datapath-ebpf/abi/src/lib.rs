@@ -290,6 +290,9 @@ pub struct FlowEntry {
     pub actions: [Action; MAX_ACTIONS],
 }
 
+// The datapath copies entries (into the last-hit cache) in 8-byte words.
+const _: () = assert!(core::mem::size_of::<FlowEntry>() % 8 == 0 && core::mem::align_of::<FlowEntry>() == 8);
+
 impl Default for FlowEntry {
     fn default() -> Self {
         FlowEntry {
@@ -328,6 +331,25 @@ pub struct EmcEntry {
     pub generation: u32,
 }
 
+/// The last-hit cache (per CPU): a copy of the megaflow this CPU's packets
+/// keep hitting, tried before any hash lookup. A copy, not a reference (a
+/// map can't hold a pointer to another map's value), so it is valid only
+/// while `generation` equals the flow generation (`FLOW_GEN`), which
+/// userspace bumps after every flow modify or delete.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LastHit {
+    /// The flow generation the copy was made under.
+    pub generation: u64,
+    /// 1 when `flow` holds a copy.
+    pub valid: u32,
+    /// Slot + 1 of the flow the previous lookup on this CPU found by hashing
+    /// (0: none, or the cache answered since). A flow is copied in on its
+    /// second hit in a row, so interleaved flows don't copy on every packet.
+    pub streak: u32,
+    pub flow: FlowEntry,
+}
+
 /// Both clocks read at one moment by the `oxvs_clock` program (run by
 /// userspace with BPF_PROG_TEST_RUN), element 0 of the clock map: what
 /// userspace needs to turn the jiffies in [`FlowStats`] into CLOCK_MONOTONIC.
@@ -363,6 +385,8 @@ pub struct DpConfig {
 /// measuring it, or for traffic with no locality, like OVS's
 /// `emc-insert-inv-prob=0`).
 pub const DP_F_NO_EMC: u32 = 1;
+/// `DpConfig::flags`: don't use the last-hit cache ([`LastHit`]).
+pub const DP_F_NO_LAST_HIT: u32 = 2;
 
 /// Per-port information, indexed by datapath port number.
 #[repr(C)]
@@ -451,9 +475,12 @@ pub mod counter {
     pub const ACTION_ERR: u32 = 9;
     /// Packets dropped by a flow with no output.
     pub const DROP_ACTION: u32 = 10;
-    /// Mask lookups performed (for the average walk depth).
+    /// Mask lookups performed (for the average walk depth; a last-hit cache
+    /// hit compares under one mask and counts as one).
     pub const MASK_LOOKUPS: u32 = 11;
-    pub const N: u32 = 12;
+    /// Hits answered by the last-hit cache.
+    pub const LAST_HIT: u32 = 12;
+    pub const N: u32 = 13;
 }
 
 /// Map names (BPF object names are at most 15 characters).
@@ -476,8 +503,10 @@ pub mod maps {
     pub const EXEC: &str = "OXVS_EXEC";
     pub const CLOCK: &str = "OXVS_CLOCK";
     pub const MASK_FILTER: &str = "OXVS_MASK_FLT";
+    pub const FLOW_GEN: &str = "OXVS_FLOW_GEN";
+    pub const LAST_HIT: &str = "OXVS_LAST_HIT";
     /// Every map, for pinning and takeover.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 20] = [
         FLOWS,
         MASKS,
         MASK_ORDER,
@@ -496,6 +525,8 @@ pub mod maps {
         EXEC,
         CLOCK,
         MASK_FILTER,
+        FLOW_GEN,
+        LAST_HIT,
     ];
 }
 

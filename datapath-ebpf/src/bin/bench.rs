@@ -3,9 +3,10 @@
 //! - `bench_redirect`: the limit oxvs is measured against, the least an XDP
 //!   switch can do: redirect every frame to the one other port (`BENCH_TX[0]`),
 //!   with no parsing and no lookup of its own.
-//! - `bench_sink`: on the receiving namespace's veth, counts frames per CPU and
-//!   drops them. Having an XDP program there is also what makes a veth accept
-//!   frames redirected into it by XDP (see shared/toolchain.md §3).
+//! - `bench_sink`: on the receiving namespace's veth, checks that each frame is
+//!   an IPv4/UDP frame, counts it per CPU and drops it. Having an XDP program
+//!   there is also what makes a veth accept frames redirected into it by XDP
+//!   (see shared/toolchain.md §3).
 //!
 //! - `bench_gen`: the traffic source. Driven by BPF_PROG_TEST_RUN in
 //!   live-frames mode on the sender's veth, it overwrites each frame with the
@@ -28,9 +29,10 @@ use aya_ebpf::{
 #[map]
 static BENCH_TX: DevMap = DevMap::with_max_entries(1, 0);
 
-/// Slot 0: frames `bench_sink` received, per CPU (summed by userspace).
+/// Frames `bench_sink` received, per CPU (summed by userspace): slot 0 the
+/// IPv4/UDP frames the bench sends, slot 1 anything else.
 #[map]
-static BENCH_RX: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static BENCH_RX: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
 /// Length of every frame of the batch (64-byte frames without the FCS).
 const GEN_LEN: usize = 60;
@@ -80,9 +82,23 @@ pub fn bench_redirect(_ctx: XdpContext) -> u32 {
     BENCH_TX.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED)
 }
 
+/// Ethertype (offset 12) and IPv4 protocol (offset 23) of the bench's frames.
+const SINK_ETH_TYPE: [u8; 2] = [0x08, 0x00];
+const SINK_IP_PROTO: u8 = 17;
+
 #[xdp]
-pub fn bench_sink(_ctx: XdpContext) -> u32 {
-    if let Some(c) = BENCH_RX.get_ptr_mut(0) {
+pub fn bench_sink(ctx: XdpContext) -> u32 {
+    // A receiver reads what it receives: the check makes "delivered" mean an
+    // intact bench frame, and puts the first read of the frame's header on
+    // the receiving side in every configuration, so a switch that never
+    // reads the frame (bench_redirect) does not leave that cost out.
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let ours = start + 24 <= end && {
+        let p = start as *const u8;
+        // SAFETY: 24 bytes from start are inside the frame (checked above).
+        unsafe { *p.add(12) == SINK_ETH_TYPE[0] && *p.add(13) == SINK_ETH_TYPE[1] && *p.add(23) == SINK_IP_PROTO }
+    };
+    if let Some(c) = BENCH_RX.get_ptr_mut(if ours { 0 } else { 1 }) {
         // SAFETY: a per-CPU map value: no other CPU writes it, and XDP runs
         // don't nest on one CPU.
         unsafe { *c += 1 };

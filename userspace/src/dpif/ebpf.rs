@@ -26,7 +26,7 @@ use aya::{
 };
 use oxvs_dp_abi::{self as abi, *};
 
-use super::{DpError, FlowStatsSum, JiffiesClock, Upcall};
+use super::{DpError, FlowStatsSum, JiffiesClock, Upcall, flow_gen::FlowGen};
 use crate::netdev;
 
 /// Where and how big a datapath is.
@@ -122,6 +122,7 @@ struct Maps {
     counters: PerCpuArray<MapData, DpCounters>,
     mask_filter: Array<MapData, u64>,
     buckets: Array<MapData, UpcallBucket>,
+    flow_gen: FlowGen,
 }
 
 /// What `execute` needs, behind one lock: the actions map holds one call's
@@ -307,6 +308,7 @@ impl EbpfDatapath {
                 .map_err(|e| conv("counters", e))?,
             mask_filter: Array::try_from(Map::Array(m(abi::maps::MASK_FILTER)?)).map_err(|e| conv("mask filter", e))?,
             buckets: Array::try_from(Map::Array(m(abi::maps::BUCKETS)?)).map_err(|e| conv("buckets", e))?,
+            flow_gen: FlowGen::map(&m(abi::maps::FLOW_GEN)?).map_err(|e| io_err("map flow generation", e))?,
         };
         let exec = Exec {
             actions: Array::try_from(Map::Array(m(abi::maps::EXEC)?)).map_err(|e| conv("exec", e))?,
@@ -705,7 +707,9 @@ impl EbpfDatapath {
                 if clear {
                     self.zero_stats(old.slot)?;
                 }
-                self.maps.flows.insert(mk, entry, 0).map_err(|e| io_err("flows", e))
+                self.maps.flows.insert(mk, entry, 0).map_err(|e| io_err("flows", e))?;
+                self.maps.flow_gen.bump(); // last-hit copies of the old actions are stale
+                Ok(())
             }
             None => {
                 if !create {
@@ -750,6 +754,9 @@ impl EbpfDatapath {
     pub fn flow_del(&mut self, key: &FlowKey, mask: &FlowKey) -> Result<FlowStatsSum, DpError> {
         let (mk, e) = self.lookup_flow(key, mask).ok_or(DpError::NoSuchFlow)?;
         self.maps.flows.remove(&mk).map_err(|_| DpError::NoSuchFlow)?;
+        // Before the mask or the slot can be reused: no last-hit copy of the
+        // flow stays valid.
+        self.maps.flow_gen.bump();
         self.filter_remove(e.mask_id, mk.hash)?;
         let stats = self.read_stats(e.slot, &self.jiffies_clock()?)?;
         self.free_slots.push(e.slot);
@@ -763,6 +770,7 @@ impl EbpfDatapath {
         for k in keys {
             let _ = self.maps.flows.remove(&k);
         }
+        self.maps.flow_gen.bump();
         let mut words: Vec<u32> = self.filter_refs.keys().map(|b| (b / 64) as u32).collect();
         words.sort_unstable();
         words.dedup();

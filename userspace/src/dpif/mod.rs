@@ -1,6 +1,7 @@
 //! The datapath interface: flow keys, masks and actions in OVS's datapath
 //! syntax (`odp`), and the eBPF datapath that carries them (`ebpf`).
 pub mod ebpf;
+mod flow_gen;
 pub mod odp;
 pub mod test_run;
 

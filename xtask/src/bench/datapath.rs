@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use aya::programs::ProgramInfo;
-use oxvs_dp_abi::{DP_F_NO_EMC, PROG_TC, PROG_XDP, PROG_XDP_EXEC, counter};
+use oxvs_dp_abi::{DP_F_NO_EMC, DP_F_NO_LAST_HIT, PROG_TC, PROG_XDP, PROG_XDP_EXEC, counter};
 use oxvs_userspace::dpif::test_run::{self, XDP_DROP, XDP_REDIRECT};
 
 use super::{
@@ -203,7 +203,7 @@ fn traffic(rigs: &mut [Rig], opts: &Opts, report: &mut Report) -> Result<()> {
 const MPPS: Method = Method {
     label: "Mpps",
     unit: "Mpps",
-    how: "frames counted by the sink's XDP program / seconds the source ran; the source (bench_gen, live test runs on CPU 0) \
+    how: "IPv4/UDP frames the sink's XDP program counted (it reads each frame's header) / seconds the source ran; the source (bench_gen, live test runs on CPU 0) \
           offers more than the switch (pa's threaded NAPI on CPU 1) carries",
 };
 const OFFERED: Method =
@@ -250,16 +250,31 @@ fn record_traffic(rigs: &[Rig], samples: &[Vec<Sample>], report: &mut Report) ->
 /// One BPF_PROG_TEST_RUN case: a program, a frame, what it must return, and
 /// how many mask lookups per packet the datapath must count (None for the
 /// bare program), which proves the frame took the path the case is named for.
+#[derive(Default)]
 struct Case<'a> {
     name: &'static str,
     prog_fd: i32,
     frame: &'a [u8],
     retval: u32,
     lookups_per_packet: Option<f64>,
+    /// `DpConfig::flags` for the case (caches off), restored to 0 after it.
+    flags: u32,
 }
 
 /// Runs a case `runs` times in `rig`'s switch namespace; returns ns/packet.
-fn run_case(rig: &Rig, c: &Case, runs: usize) -> Result<Vec<f64>> {
+fn run_case(rig: &mut Rig, c: &Case, runs: usize) -> Result<Vec<f64>> {
+    let has_dp = rig.dp().is_some();
+    if has_dp {
+        set_flags(rig, c.flags)?;
+    }
+    let r = run_case_runs(rig, c, runs);
+    if has_dp {
+        set_flags(rig, 0)?; // back on before looking at the result
+    }
+    r
+}
+
+fn run_case_runs(rig: &Rig, c: &Case, runs: usize) -> Result<Vec<f64>> {
     let mut out = Vec::new();
     for _ in 0..runs {
         sender::check_interrupted()?;
@@ -318,20 +333,28 @@ fn test_runs(rigs: &mut [Rig], opts: &Opts, report: &mut Report) -> Result<()> {
     let miss = flows::miss_frame(MAC_B, MAC_A).to_vec();
     let mut results = Vec::new();
 
-    let c = Case { name: "bare_xdp", prog_fd: fd_bare, frame: &first, retval: XDP_REDIRECT, lookups_per_packet: None };
-    results.push((c.name, run_case(&rigs[bare], &c, opts.runs)?));
-    // One flow: its mask is first in the order, so a single hash probe.
+    let c = Case { name: "bare_xdp", prog_fd: fd_bare, frame: &first, retval: XDP_REDIRECT, ..Case::default() };
+    results.push((c.name, run_case(&mut rigs[bare], &c, opts.runs)?));
+    // One flow, last-hit cache off: its mask is first in the order, so a
+    // single hash probe.
     let c = Case {
         name: "oxvs_first_mask",
         prog_fd: fd_one,
         frame: &first,
         retval: XDP_REDIRECT,
         lookups_per_packet: Some(1.0),
+        flags: DP_F_NO_LAST_HIT,
     };
-    results.push((c.name, run_case(&rigs[one], &c, opts.runs)?));
+    results.push((c.name, run_case(&mut rigs[one], &c, opts.runs)?));
+    // The same with the cache on: after the first two repetitions, a masked
+    // compare against this CPU's copy of the flow, no hashing.
+    let c = Case { name: "oxvs_last_hit", flags: 0, ..c };
+    let hits0 = rigs[one].dp_counter(counter::LAST_HIT)?;
+    results.push((c.name, run_case(&mut rigs[one], &c, opts.runs)?));
+    check_hits(&rigs[one], counter::LAST_HIT, hits0, c.name, opts.runs)?;
 
-    // 16 masks, EMC off: the walk probes every mask down to the last one,
-    // then probes the hit mask once more (a map pointer can't leave the
+    // 16 masks, both caches off: the walk probes every mask down to the last
+    // one, then probes the hit mask once more (a map pointer can't leave the
     // bpf_loop callback).
     let c = Case {
         name: "oxvs_16th_mask_no_emc",
@@ -339,36 +362,28 @@ fn test_runs(rigs: &mut [Rig], opts: &Opts, report: &mut Report) -> Result<()> {
         frame: &deep,
         retval: XDP_REDIRECT,
         lookups_per_packet: Some(n + 1.0),
+        flags: DP_F_NO_EMC | DP_F_NO_LAST_HIT,
     };
-    set_emc(&mut rigs[six], false)?;
-    let r = run_case(&rigs[six], &c, opts.runs);
-    set_emc(&mut rigs[six], true)?; // back on before looking at the result
-    results.push((c.name, r?));
+    results.push((c.name, run_case(&mut rigs[six], &c, opts.runs)?));
 
     // EMC on, same frame: the first mask misses, the EMC names the last mask,
     // which is probed: two probes. The first repetition fills the EMC entry.
     let emc0 = rigs[six].dp_counter(counter::EMC_HIT)?;
-    let c = Case {
-        name: "oxvs_emc_hit",
-        prog_fd: fd_six,
-        frame: &deep,
-        retval: XDP_REDIRECT,
-        lookups_per_packet: Some(2.0),
-    };
-    results.push((c.name, run_case(&rigs[six], &c, opts.runs)?));
-    // The cache is per CPU: a run the scheduler moves to the other CPU
-    // (between repetitions) misses once more there, and fills that CPU's entry.
-    // A few such misses in a million don't change the average; more would.
-    let emc_hits = rigs[six].dp_counter(counter::EMC_HIT)? - emc0;
-    let repetitions = TEST_RUN_REPEAT as u64 * opts.runs as u64;
-    if emc_hits < repetitions - repetitions / 1000 {
-        bail!("test run oxvs_emc_hit: only {emc_hits} EMC hits in {repetitions} repetitions");
-    }
+    let c = Case { name: "oxvs_emc_hit", lookups_per_packet: Some(2.0), flags: DP_F_NO_LAST_HIT, ..c };
+    results.push((c.name, run_case(&mut rigs[six], &c, opts.runs)?));
+    check_hits(&rigs[six], counter::EMC_HIT, emc0, c.name, opts.runs)?;
 
     // A miss walks every mask (the EMC only remembers hits), then the upcall
     // token bucket refuses it or it is queued for userspace, and it is dropped.
-    let c = Case { name: "oxvs_miss", prog_fd: fd_six, frame: &miss, retval: XDP_DROP, lookups_per_packet: Some(n) };
-    results.push((c.name, run_case(&rigs[six], &c, opts.runs)?));
+    let c = Case {
+        name: "oxvs_miss",
+        prog_fd: fd_six,
+        frame: &miss,
+        retval: XDP_DROP,
+        lookups_per_packet: Some(n),
+        flags: DP_F_NO_LAST_HIT,
+    };
+    results.push((c.name, run_case(&mut rigs[six], &c, opts.runs)?));
 
     for (name, v) in results {
         println!("  {name:<24} {} ns/packet", v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" "));
@@ -377,9 +392,22 @@ fn test_runs(rigs: &mut [Rig], opts: &Opts, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-fn set_emc(rig: &mut Rig, on: bool) -> Result<()> {
+/// Fails unless counter `idx` rose by (nearly) one per repetition since `before`.
+/// The caches are per CPU: a run the scheduler moves to the other CPU
+/// (between repetitions) misses once more there, and fills that CPU's entry.
+/// A few such misses in a million don't change the average; more would.
+fn check_hits(rig: &Rig, idx: u32, before: u64, name: &str, runs: usize) -> Result<()> {
+    let hits = rig.dp_counter(idx)? - before;
+    let repetitions = TEST_RUN_REPEAT as u64 * runs as u64;
+    if hits < repetitions - repetitions / 1000 {
+        bail!("test run {name}: only {hits} cache hits in {repetitions} repetitions");
+    }
+    Ok(())
+}
+
+fn set_flags(rig: &mut Rig, flags: u32) -> Result<()> {
     let dp = rig.dp_mut().context("no datapath")?;
-    dp.set_config(|c| if on { c.flags &= !DP_F_NO_EMC } else { c.flags |= DP_F_NO_EMC })?;
+    dp.set_config(|c| c.flags = flags)?;
     Ok(())
 }
 

@@ -87,7 +87,7 @@ impl BenchObj {
         Ok(())
     }
 
-    /// Frames `bench_sink` has counted, over all CPUs.
+    /// Bench frames (IPv4/UDP) `bench_sink` has counted, over all CPUs.
     pub fn sink_count(&self) -> Result<u64> {
         let rx: PerCpuArray<_, u64> = self.ebpf.map("BENCH_RX").context("no map BENCH_RX")?.try_into()?;
         Ok(rx.get(&0, 0).context("BENCH_RX")?.iter().sum())
