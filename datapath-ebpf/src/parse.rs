@@ -67,13 +67,16 @@ pub fn flow_extract<H: Hook>(h: &H, key: &mut FlowKey) -> Layout {
         return lay;
     }
     let eth = data as *const u8;
-    for i in 0..6 {
-        // SAFETY: the 14 bytes were checked just above. Byte by byte: copying
-        // the arrays whole becomes a call to a memmove subprogram.
-        unsafe {
-            key.eth_dst[i] = *eth.add(i);
-            key.eth_src[i] = *eth.add(6 + i);
-        }
+    // SAFETY: the 14 bytes were checked just above. In 4- and 2-byte pieces
+    // (misaligned loads are allowed, see .cargo/config.toml): copying the
+    // arrays whole becomes a call to a memmove subprogram, byte by byte is
+    // 24 instructions.
+    unsafe {
+        let (dst, src) = (key.eth_dst.as_mut_ptr(), key.eth_src.as_mut_ptr());
+        (dst as *mut u32).write_unaligned((eth as *const u32).read_unaligned());
+        (dst.add(4) as *mut u16).write_unaligned((eth.add(4) as *const u16).read_unaligned());
+        (src as *mut u32).write_unaligned((eth.add(6) as *const u32).read_unaligned());
+        (src.add(4) as *mut u16).write_unaligned((eth.add(10) as *const u16).read_unaligned());
     }
     let mut off: usize = 12;
 

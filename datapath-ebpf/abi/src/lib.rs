@@ -291,7 +291,7 @@ pub struct FlowEntry {
 }
 
 // The datapath copies entries (into the last-hit cache) in 8-byte words.
-const _: () = assert!(core::mem::size_of::<FlowEntry>() % 8 == 0 && core::mem::align_of::<FlowEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowEntry>().is_multiple_of(8) && core::mem::align_of::<FlowEntry>() == 8);
 
 impl Default for FlowEntry {
     fn default() -> Self {
