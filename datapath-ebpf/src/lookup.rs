@@ -157,25 +157,27 @@ pub fn lookup(s: &mut Scratch, ctr: *mut DpCounters) -> Option<*const FlowEntry>
     // SAFETY: this CPU's value, no concurrent writer; valid for this run.
     let c = unsafe { &mut *c };
     if c.valid != 0 && c.generation == generation {
-        let id = c.flow.mask_id;
-        if let Some(m) = OXVS_MASKS.get(id) {
-            maps::bump(ctr, counter::MASK_LOOKUPS);
-            if masked_eq(&s.key, &m.mask, &c.flow.key) {
-                maps::bump(ctr, counter::LAST_HIT);
-                hit_mask(id);
-                c.streak = 0;
-                return Some(&c.flow as *const FlowEntry);
-            }
+        maps::bump(ctr, counter::MASK_LOOKUPS);
+        if masked_eq(&s.key, &c.mask, &c.flow.key) {
+            maps::bump(ctr, counter::LAST_HIT);
+            hit_mask(c.flow.mask_id);
+            c.streak = 0;
+            return Some(&c.flow as *const FlowEntry);
         }
     }
     let f = walk_masks(s, ctr, cfg)?;
     // SAFETY: a megaflow map value, valid for this run.
     let slot1 = unsafe { (*f).slot } + 1;
     if c.streak == slot1 {
-        // SAFETY: as above; both are 8-aligned map values of this size.
-        unsafe { copy_flow(&mut c.flow, &*f) };
-        c.generation = generation;
-        c.valid = 1;
+        // SAFETY: a megaflow map value, valid for this run.
+        let id = unsafe { (*f).mask_id };
+        if let Some(m) = OXVS_MASKS.get(id) {
+            crate::copy_key(&mut c.mask, &m.mask);
+            // SAFETY: as above; both are 8-aligned map values of this size.
+            unsafe { copy_flow(&mut c.flow, &*f) };
+            c.generation = generation;
+            c.valid = 1;
+        }
         c.streak = 0;
     } else {
         c.streak = slot1;

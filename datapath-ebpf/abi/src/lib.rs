@@ -347,6 +347,9 @@ pub struct LastHit {
     /// (0: none, or the cache answered since). A flow is copied in on its
     /// second hit in a row, so interleaved flows don't copy on every packet.
     pub streak: u32,
+    /// The flow's mask, copied with it (next to the key it is compared with,
+    /// instead of a lookup in the masks array per packet).
+    pub mask: FlowKey,
     pub flow: FlowEntry,
 }
 
