@@ -232,6 +232,11 @@ const SWITCH_CPU: Method = Method {
     unit: "ns/packet",
     how: "busy time of CPU 1 (/proc/stat) / frames delivered: pa's receive, the switch and the sink's receive together",
 };
+const PER_ROUND: Method = Method {
+    label: "per_round",
+    unit: "ratio",
+    how: "Mpps of oxvs / Mpps of bare_xdp within each round (the targets apply to the ratio of medians below; this shows its spread)",
+};
 const CACHE: Method = Method {
     label: "cache",
     unit: "% of hits",
@@ -262,6 +267,16 @@ fn record_traffic(rigs: &[Rig], samples: &[Vec<Sample>], report: &mut Report) ->
     for (rig, s) in rigs.iter().zip(samples) {
         let ns = s.iter().map(|x| x.switch_cpu_ns).collect();
         report.add(format!("{}:switch_cpu", rig.kind.name()), SWITCH_CPU, ns)?;
+    }
+    // Each round runs every configuration back to back: a ratio within a
+    // round is spared the drift of this VM between rounds (it has slow
+    // spells that slow every configuration, though not all alike).
+    let bare = index_of(rigs, Kind::BareXdp)?;
+    for (rig, s) in rigs.iter().zip(samples) {
+        if matches!(rig.kind, Kind::Oxvs1Flow | Kind::Oxvs16Masks) {
+            let r = s.iter().zip(&samples[bare]).map(|(o, b)| o.mpps() / b.mpps()).collect();
+            report.add(format!("{}/bare_xdp:per_round", rig.kind.name()), PER_ROUND, r)?;
+        }
     }
     for (rig, s) in rigs.iter().zip(samples) {
         let shares: Option<Vec<(f64, f64)>> = s.iter().map(|x| x.cache_share).collect();

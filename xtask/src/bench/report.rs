@@ -129,7 +129,7 @@ impl Report {
         println!("\n{:<38} {:>10} {:>10} {:>10} {:>4}  unit", "figure", "min", "median", "max", "runs");
         for f in &self.figures {
             let p = match f.method.unit {
-                "Mpps" => 3,
+                "Mpps" | "ratio" => 3,
                 "instructions" | "bytes" => 0,
                 _ => 1,
             };
