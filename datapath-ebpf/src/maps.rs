@@ -37,7 +37,7 @@ pub static OXVS_EMC: PerCpuArray<EmcEntry> = PerCpuArray::with_max_entries(EMC_E
 pub static OXVS_LAST_HIT: PerCpuArray<LastHit> = PerCpuArray::with_max_entries(1, 0);
 /// Slot 0: the flow generation, which userspace bumps (an atomic add on its
 /// mmap of this map: no syscall, and safe between processes) after every
-/// flow modify or delete; a last-hit copy made under an older one is stale.
+/// change to the flow table; a last-hit copy made under an older one is stale.
 #[map]
 pub static OXVS_FLOW_GEN: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]

@@ -893,7 +893,11 @@ mod tests {
         for other in [
             mon(V2, &db, cond(2)),
             mon(V2, &db, json!({"T": {"columns": ["name"], "where": [["n", "==", 1]]}})),
-            mon(V2, &db, json!({"T": {"columns": ["name", "n"], "where": [["n", "==", 1]], "select": {"insert": false}}})),
+            mon(
+                V2,
+                &db,
+                json!({"T": {"columns": ["name", "n"], "where": [["n", "==", 1]], "select": {"insert": false}}}),
+            ),
             mon(V3, &db, cond(1)),
             mon(V2, &db, json!({"T": {"columns": ["name", "n"], "where": [["n", "==", 1]]}, "U": {}})),
         ] {

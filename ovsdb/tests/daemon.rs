@@ -220,8 +220,14 @@ fn a_backup_server_mirrors_the_active_one_and_is_read_only() {
 fn start_two_servers(d: &Dir, last: &[&str]) -> PidGuard {
     let o = d.server(&["--detach", "--no-chdir", "--pidfile", "--log-file", "--remote=punix:socket", "db"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let mut args =
-        vec!["--detach", "--no-chdir", "--pidfile=2.pid", "--log-file=2.log", "--remote=punix:socket2", "--unixctl=unixctl2"];
+    let mut args = vec![
+        "--detach",
+        "--no-chdir",
+        "--pidfile=2.pid",
+        "--log-file=2.log",
+        "--remote=punix:socket2",
+        "--unixctl=unixctl2",
+    ];
     args.extend_from_slice(last);
     let o = d.server(&args);
     let guard = PidGuard(d.path.join("2.pid"));

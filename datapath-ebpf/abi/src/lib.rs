@@ -335,7 +335,7 @@ pub struct EmcEntry {
 /// keep hitting, tried before any hash lookup. A copy, not a reference (a
 /// map can't hold a pointer to another map's value), so it is valid only
 /// while `generation` equals the flow generation (`FLOW_GEN`), which
-/// userspace bumps after every flow modify or delete.
+/// userspace bumps after every change to the flow table.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct LastHit {

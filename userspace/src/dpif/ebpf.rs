@@ -732,6 +732,10 @@ impl EbpfDatapath {
                     let taken = matches!(&e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EEXIST));
                     return Err(if taken { hash_collision() } else { io_err("flows", e) });
                 }
+                // Megaflows should not overlap, but nothing stops a caller
+                // installing one that does: then no CPU may go on answering
+                // from a copy a walk would no longer return first.
+                self.maps.flow_gen.bump();
                 self.free_slots.pop();
                 self.mask_refs[id as usize] += 1;
                 Ok(())

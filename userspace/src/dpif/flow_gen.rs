@@ -1,7 +1,8 @@
 //! The flow generation: slot 0 of the datapath's `OXVS_FLOW_GEN` array, which
 //! the datapath's last-hit cache compares with the generation its copy of a
-//! flow was made under. Userspace bumps it after every flow modify or delete,
-//! so no CPU goes on using a copy of a flow that changed.
+//! flow was made under. Userspace bumps it after every change to the flow
+//! table (add, modify, delete, flush), so no CPU goes on using a copy of a
+//! flow that changed or that another flow now overlaps.
 //!
 //! The array is mmap-able: a bump is one atomic add on shared memory. No
 //! syscall on the flow path, and two processes changing flows at once (a

@@ -100,7 +100,11 @@ impl Spinner {
             let param = libc::sched_param { sched_priority: 0 };
             // SAFETY: the calling thread, a valid sched_param.
             let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-            let ok = if r != 0 { Err(std::io::Error::last_os_error().to_string()) } else { pin(0, cpu).map_err(|e| e.to_string()) };
+            let ok = if r != 0 {
+                Err(std::io::Error::last_os_error().to_string())
+            } else {
+                pin(0, cpu).map_err(|e| e.to_string())
+            };
             let _ = tx.send(ok);
             let t0 = thread_cpu_time();
             while !flag.load(Ordering::Relaxed) {

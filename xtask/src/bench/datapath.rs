@@ -77,11 +77,7 @@ impl Snapshot {
             sink: rig.sink_prog()?,
             switch_busy: cpu::busy(cpu::SWITCH_CPU)?,
             misses: rig.misses()?,
-            hits: [
-                rig.dp_counter(counter::HIT)?,
-                rig.dp_counter(counter::LAST_HIT)?,
-                rig.dp_counter(counter::EMC_HIT)?,
-            ],
+            hits: rig.dp_counters([counter::HIT, counter::LAST_HIT, counter::EMC_HIT])?,
         })
     }
 }
@@ -499,7 +495,14 @@ const RATIOS: &[(&str, &str, &str, &str, f64, Basis)] = &[
     // last-hit cache's answer (what its traffic gets) and the first mask's
     // hash probe (with the cache off); for 16 masks both the worst case
     // (caches off, last mask) and the EMC hit.
-    ("oxvs_1flow/bare_xdp:test_run_last_hit", "test_run:oxvs_last_hit", "test_run:bare_xdp", "bare_xdp", 0.85, Basis::Cost),
+    (
+        "oxvs_1flow/bare_xdp:test_run_last_hit",
+        "test_run:oxvs_last_hit",
+        "test_run:bare_xdp",
+        "bare_xdp",
+        0.85,
+        Basis::Cost,
+    ),
     (
         "oxvs_1flow/bare_xdp:test_run_first_mask",
         "test_run:oxvs_first_mask",

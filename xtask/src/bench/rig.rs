@@ -146,6 +146,17 @@ impl Rig {
         }
     }
 
+    /// Several counters from one read of them (zeros without a datapath).
+    pub fn dp_counters<const N: usize>(&self, which: [u32; N]) -> Result<[u64; N]> {
+        match &self.dp {
+            Some(dp) => {
+                let c = dp.stats().context("datapath stats")?.counters;
+                Ok(which.map(|i| c[i as usize]))
+            }
+            None => Ok([0; N]),
+        }
+    }
+
     pub fn misses(&self) -> Result<u64> {
         self.dp_counter(counter::MISS)
     }

@@ -240,7 +240,6 @@ pub struct Fanout {
     pub reader_cpu: Vec<f64>,
 }
 
-
 /// `watchers` sessions with a monitor_cond on Item; another session commits
 /// `commits` single inserts one after another, each timed.
 pub fn fanout(srv: &Server, watchers: usize, commits: usize, durable: bool) -> Result<Fanout> {
