@@ -412,14 +412,7 @@ fn test_runs(rigs: &mut [Rig], opts: &Opts, report: &mut Report) -> Result<()> {
 
     // A miss walks every mask (the EMC only remembers hits), then the upcall
     // token bucket refuses it or it is queued for userspace, and it is dropped.
-    let c = Case {
-        name: "oxvs_miss",
-        prog_fd: fd_six,
-        frame: &miss,
-        retval: XDP_DROP,
-        lookups_per_packet: Some(n),
-        flags: DP_F_NO_LAST_HIT,
-    };
+    let c = Case { name: "oxvs_miss", frame: &miss, retval: XDP_DROP, lookups_per_packet: Some(n), ..c };
     results.push((c.name, run_case(&mut rigs[six], &c, opts.runs)?));
 
     for (name, v) in results {
