@@ -367,11 +367,12 @@ fn show(dp: &EbpfDatapath) -> Result<(), Fail> {
     let per = if pkts == 0 { 0.0 } else { c(counter::MASK_LOOKUPS) as f64 / pkts as f64 };
     println!("  masks: hit:{} total:{} hit/pkt:{:.2}", c(counter::MASK_LOOKUPS), s.n_masks, per);
     // OVS's line counts the hits of its mask cache; ours, of both per-CPU
-    // caches, each also shown on its own below.
+    // caches, each also shown on its own below (a line without "cache" in it,
+    // so a script that greps for OVS's line still finds one).
     let cached = c(counter::EMC_HIT) + c(counter::LAST_HIT);
     let rate = if pkts == 0 { 0.0 } else { 100.0 * cached as f64 / pkts as f64 };
     println!("  cache: hit:{} hit-rate:{:.2}%", cached, rate);
-    println!("  caches: last-hit:{} emc:{}", c(counter::LAST_HIT), c(counter::EMC_HIT));
+    println!("  per-cpu: last-hit:{} emc:{}", c(counter::LAST_HIT), c(counter::EMC_HIT));
     println!(
         "  upcalls: queued:{} lost:{} rate-limited:{}",
         c(counter::UPCALL),
