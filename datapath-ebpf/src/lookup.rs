@@ -99,7 +99,7 @@ fn emc_insert(s: &Scratch, mask_id: u32, generation: u32) {
     if let Some(e) = OXVS_EMC.get_ptr_mut(key_hash(&s.key) & (EMC_ENTRIES - 1)) {
         // SAFETY: per-CPU value, no concurrent writer.
         let e = unsafe { &mut *e };
-        crate::copy_key(&mut e.key, &s.key);
+        crate::copy_words(&mut e.key, &s.key);
         e.mask_id = mask_id;
         e.generation = generation;
     }
@@ -171,9 +171,9 @@ pub fn lookup(s: &mut Scratch, ctr: *mut DpCounters) -> Option<*const FlowEntry>
         // SAFETY: a megaflow map value, valid for this run.
         let id = unsafe { (*f).mask_id };
         if let Some(m) = OXVS_MASKS.get(id) {
-            crate::copy_key(&mut c.mask, &m.mask);
-            // SAFETY: as above; both are 8-aligned map values of this size.
-            unsafe { copy_flow(&mut c.flow, &*f) };
+            crate::copy_words(&mut c.mask, &m.mask);
+            // SAFETY: as above.
+            crate::copy_words(&mut c.flow, unsafe { &*f });
             c.generation = generation;
             c.valid = 1;
         }
@@ -182,18 +182,6 @@ pub fn lookup(s: &mut Scratch, ctr: *mut DpCounters) -> Option<*const FlowEntry>
         c.streak = slot1;
     }
     Some(f)
-}
-
-/// Copies a flow entry word by word (a plain assignment becomes a byte-wise
-/// copy loop on this target).
-#[inline(always)]
-fn copy_flow(dst: &mut FlowEntry, src: &FlowEntry) {
-    const WORDS: usize = core::mem::size_of::<FlowEntry>() / 8;
-    let (d, s) = (dst as *mut FlowEntry as *mut u64, src as *const FlowEntry as *const u64);
-    for i in 0..WORDS {
-        // SAFETY: i < WORDS, inside both entries (8-aligned, a multiple of 8 long).
-        unsafe { core::ptr::write_volatile(d.add(i), *s.add(i)) };
-    }
 }
 
 #[inline(always)]

@@ -124,14 +124,14 @@ fn clear_key(k: &mut oxvs_dp_abi::FlowKey) {
     }
 }
 
-/// Copies a key word by word (for the same reason).
+/// Copies a key, a mask or a flow entry word by word (for the same reason).
 #[inline(always)]
-fn copy_key(dst: &mut oxvs_dp_abi::FlowKey, src: &oxvs_dp_abi::FlowKey) {
-    let d = dst.words_mut().as_mut_ptr();
-    let s = src.words();
-    for i in 0..oxvs_dp_abi::FLOW_KEY_WORDS {
-        // SAFETY: i < FLOW_KEY_WORDS, inside both keys.
-        unsafe { core::ptr::write_volatile(d.add(i), s[i]) };
+fn copy_words<T>(dst: &mut T, src: &T) {
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(8) && core::mem::align_of::<T>() >= 8) };
+    let (d, s) = (dst as *mut T as *mut u64, src as *const T as *const u64);
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: i is below T's length in words, and both are 8-aligned.
+        unsafe { core::ptr::write_volatile(d.add(i), *s.add(i)) };
     }
 }
 

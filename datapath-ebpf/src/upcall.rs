@@ -51,7 +51,7 @@ pub fn send<H: Hook>(h: &H, key: &FlowKey, reason: u32, pid: u32) {
     let cap = if len as usize > UPCALL_MAX_BYTES { UPCALL_MAX_BYTES as u32 } else { len };
     // SAFETY: r points at a reserved record of the right size, ours until submit.
     unsafe {
-        crate::copy_key(&mut (*r).key, key);
+        crate::copy_words(&mut (*r).key, key);
         (*r).reason = reason;
         (*r).hook = H::HOOK;
         (*r).pkt_len = len;

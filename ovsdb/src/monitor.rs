@@ -494,9 +494,6 @@ impl Monitor {
         Value::Object(out)
     }
 
-    /// The table updates owed for one committed transaction (the "update",
-    /// "update2" or "update3" notification's last param), or None when
-    /// nothing monitored changed.
     fn compute_view_key(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -530,6 +527,9 @@ impl Monitor {
             && self.tables.iter().zip(&other.tables).all(|((n, a), (m, b))| n == m && a.same_view(b))
     }
 
+    /// The table updates owed for one committed transaction (the "update",
+    /// "update2" or "update3" notification's last param), or None when
+    /// nothing monitored changed.
     pub fn update(&self, commit: &Commit) -> Option<Value> {
         let mut out = Map::new();
         for (tname, rows) in &commit.tables {

@@ -290,9 +290,6 @@ pub struct FlowEntry {
     pub actions: [Action; MAX_ACTIONS],
 }
 
-// The datapath copies entries (into the last-hit cache) in 8-byte words.
-const _: () = assert!(core::mem::size_of::<FlowEntry>().is_multiple_of(8) && core::mem::align_of::<FlowEntry>() == 8);
-
 impl Default for FlowEntry {
     fn default() -> Self {
         FlowEntry {

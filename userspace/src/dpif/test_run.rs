@@ -69,14 +69,7 @@ fn run(prog_fd: i32, attr: &mut TestAttr) -> io::Result<TestRun> {
 /// Runs an XDP program once on `frame` in live-frames mode: its redirect is
 /// carried out.
 pub fn run_live(prog_fd: i32, frame: &[u8]) -> io::Result<TestRun> {
-    let mut attr = TestAttr {
-        data_size_in: frame.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        repeat: 1,
-        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-        ..Default::default()
-    };
-    run(prog_fd, &mut attr)
+    run_live_repeat(prog_fd, frame, 0, 1, 0)
 }
 
 /// Runs XDP program `prog_fd` in live-frames mode `repeat` times on `frame`

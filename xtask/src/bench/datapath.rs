@@ -64,20 +64,21 @@ struct Snapshot {
     prog: Option<RunStats>,
     sink: RunStats,
     switch_busy: Duration,
-    misses: u64,
     /// Megaflow hits: all, from the last-hit cache, from the EMC.
     hits: [u64; 3],
+    misses: u64,
 }
 
 impl Snapshot {
     fn take(rig: &Rig) -> Result<Snapshot> {
+        let c = rig.dp_counters([counter::HIT, counter::LAST_HIT, counter::EMC_HIT, counter::MISS])?;
         Ok(Snapshot {
             delivered: rig.delivered()?,
             prog: rig.switch_prog()?,
             sink: rig.sink_prog()?,
             switch_busy: cpu::busy(cpu::SWITCH_CPU)?,
-            misses: rig.misses()?,
-            hits: rig.dp_counters([counter::HIT, counter::LAST_HIT, counter::EMC_HIT])?,
+            hits: [c[0], c[1], c[2]],
+            misses: c[3],
         })
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use oxvs_dp_abi::{PROG_XDP, counter};
+use oxvs_dp_abi::PROG_XDP;
 use oxvs_userspace::dpif::{AttachMode, DpOptions, EbpfDatapath};
 
 use super::{
@@ -140,10 +140,7 @@ impl Rig {
 
     /// The datapath's counter `c` summed over CPUs (0 without a datapath).
     pub fn dp_counter(&self, c: u32) -> Result<u64> {
-        match &self.dp {
-            Some(dp) => Ok(dp.stats().context("datapath stats")?.counters[c as usize]),
-            None => Ok(0),
-        }
+        Ok(self.dp_counters([c])?[0])
     }
 
     /// Several counters from one read of them (zeros without a datapath).
@@ -155,10 +152,6 @@ impl Rig {
             }
             None => Ok([0; N]),
         }
-    }
-
-    pub fn misses(&self) -> Result<u64> {
-        self.dp_counter(counter::MISS)
     }
 }
 
