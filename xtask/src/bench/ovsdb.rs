@@ -92,6 +92,25 @@ const RSS: Method = Method {
           *_100k_rows: after 10 transactions each adding a Bridge with 5,000 Ports and 5,000 Interfaces \
           (100,011 rows), 0.3 s after the last reply",
 };
+const FLOOR: Method = Method {
+    label: "disk_floor",
+    unit: "us",
+    how: "one 160-byte append + fdatasync on a file beside the databases, the least a commit acknowledged only \
+          once on disk can take here (median of 300 per run)",
+};
+const RTT_FLOOR: Method = Method {
+    label: "rtt_floor",
+    unit: "us",
+    how: "one 160-byte message over a unix socket to a thread that writes it back, both sides blocking in read: \
+          the least a request and its reply can take here (median of 300 per run)",
+};
+const CEILING: Method = Method {
+    label: "ceiling",
+    unit: "ratio",
+    how: "per run, the highest ours/real ratio a server could reach if all it cost were the floors: \
+          insert_1c: ovsdb-server's us/txn / (disk floor + round-trip floor); \
+          fanout: ovsdb-server's fan-out / (disk floor + the watching thread's CPU, the less of the two servers')",
+};
 const DB_SIZE: Method =
     Method { label: "db_size", unit: "MiB", how: "size of the database file after loading the 100k rows" };
 
@@ -101,6 +120,9 @@ struct Target {
     ratio: Ratio,
     higher: bool,
     like_for_like: bool,
+    /// The most this machine allows (median of the `ceiling:` figure), where
+    /// the bench measures one.
+    ceiling: Option<f64>,
 }
 
 fn fig(kind: Kind, what: &str) -> String {
@@ -153,6 +175,14 @@ fn version(tool: &str) -> Result<String> {
 fn repetition(rep: usize, opts: &Opts, ours: &Path, s: &mut Samples) -> Result<()> {
     let order = if rep.is_multiple_of(2) { [Kind::Ours, Kind::Real] } else { [Kind::Real, Kind::Ours] };
     println!("run {}/{} (first: {})", rep + 1, opts.runs, order[0].name());
+    let floor = median(&load::disk_floor(&std::env::temp_dir(), 300)?);
+    let rtt = median(&load::socket_floor(300)?);
+    println!("  floors: append + fdatasync {floor:.1} us, unix socket round trip {rtt:.1} us");
+    s.push("disk:append_fdatasync".into(), FLOOR, floor);
+    s.push("socket:round_trip".into(), RTT_FLOOR, rtt);
+    // This run's figures the ceilings are made of.
+    let mut real_1c_us = f64::NAN;
+    let (mut real_fanout, mut reader_cpu) = (f64::NAN, f64::INFINITY);
     for durable in [true, false] {
         let d = if durable { "durable" } else { "nondurable" };
         for clients in [1, CLIENTS] {
@@ -171,6 +201,9 @@ fn repetition(rep: usize, opts: &Opts, ours: &Path, s: &mut Samples) -> Result<(
                     t.client_us_per_txn()
                 );
                 s.push(fig(kind, &format!("insert_{clients}c_{d}")), TPUT, t.rate());
+                if (kind, clients, durable) == (Kind::Real, 1, true) {
+                    real_1c_us = 1e6 / t.rate();
+                }
                 s.push(fig(kind, &format!("insert_{clients}c_{d}:cpu")), TPUT_CPU, t.cpu_us_per_txn());
             }
         }
@@ -208,6 +241,12 @@ fn repetition(rep: usize, opts: &Opts, ours: &Path, s: &mut Samples) -> Result<(
                 kind.name()
             );
             s.push(fig(kind, &format!("fanout_{WATCHERS}_{d}")), FANOUT, m);
+            if durable {
+                reader_cpu = reader_cpu.min(reader);
+                if kind == Kind::Real {
+                    real_fanout = m;
+                }
+            }
             s.push(fig(kind, &format!("fanout_{WATCHERS}_{d}:first")), FANOUT_FIRST, first);
             s.push(fig(kind, &format!("fanout_{WATCHERS}_{d}:reader_cpu")), FANOUT_READER, reader);
         }
@@ -233,6 +272,8 @@ fn repetition(rep: usize, opts: &Opts, ours: &Path, s: &mut Samples) -> Result<(
         s.push(fig(kind, "peak_100k_rows"), RSS, mib(r.peak_kb));
         s.push(fig(kind, "db_100k_rows"), DB_SIZE, r.db_bytes as f64 / 1048576.0);
     }
+    s.push("ceiling:insert_1c_durable".into(), CEILING, real_1c_us / (floor + rtt));
+    s.push(format!("ceiling:fanout_{WATCHERS}_durable"), CEILING, real_fanout / (floor + reader_cpu));
     Ok(())
 }
 
@@ -273,10 +314,12 @@ fn targets(report: &Report) -> Result<Vec<Target>> {
         if !value.is_finite() || value <= 0.0 {
             bail!("ratio {name} could not be computed ({basis}: {ov} vs {rv})");
         }
+        let ceiling = report.get(&format!("ceiling:{what}")).ok().map(|f| f.median());
         v.push(Target {
             ratio: Ratio { name, value, against: r.name().into(), target, basis, cost: higher_rate == Some(false) },
             higher,
             like_for_like: like,
+            ceiling,
         });
         Ok(())
     };
@@ -296,8 +339,13 @@ fn print_targets(ts: &[Target]) {
     let line = |t: &Target| {
         let met = if t.higher { t.ratio.value >= t.ratio.target } else { t.ratio.value <= t.ratio.target };
         let tgt = format!("{}{}", if t.higher { ">=" } else { "<=" }, t.ratio.target);
+        let ceiling = match t.ceiling {
+            Some(c) if c < t.ratio.target => format!("; out of reach here: ceiling {c:.3}"),
+            Some(c) => format!("; ceiling {c:.3}"),
+            None => String::new(),
+        };
         println!(
-            "{:<48} {:>7.3} {:>7}  {:<8} {}",
+            "{:<48} {:>7.3} {:>7}  {:<8} {}{ceiling}",
             t.ratio.name,
             t.ratio.value,
             tgt,

@@ -333,3 +333,62 @@ pub fn median(v: &[f64]) -> f64 {
     let n = v.len();
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
+
+/// Bytes appended per floor sample: about one log record of a single-row
+/// insert (`OVSDB JSON <len> <sha1>` header, the row, `_date`).
+const FLOOR_RECORD: usize = 160;
+
+/// The machine's floor under a durable commit: `samples` appends of one
+/// record-sized write to a fresh file in `dir` (where the databases live),
+/// each followed by `fdatasync`, timed one by one, µs. No server that
+/// acknowledges a commit only once it is on disk can answer faster.
+pub fn disk_floor(dir: &std::path::Path, samples: usize) -> Result<Vec<f64>> {
+    use std::io::Write;
+    let path = dir.join(format!("oxvs-bench-ovsdb-floor-{}", std::process::id()));
+    let mut f = std::fs::File::create(&path).with_context(|| path.display().to_string())?;
+    let record = [b'x'; FLOOR_RECORD];
+    let mut out = Vec::with_capacity(samples);
+    let r = (|| -> Result<()> {
+        for _ in 0..samples {
+            let t = Instant::now();
+            f.write_all(&record)?;
+            f.sync_data()?;
+            out.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    r.with_context(|| format!("append + fdatasync on {}", path.display()))?;
+    Ok(out)
+}
+
+/// The floor under any request and its reply over a unix socket here:
+/// `samples` round trips of a record-sized message to a thread of this
+/// process that reads it and writes it back (both sides block in `read`, as
+/// a client and a server do), µs.
+pub fn socket_floor(samples: usize) -> Result<Vec<f64>> {
+    use std::io::{Read, Write};
+    let (mut near, mut far) = std::os::unix::net::UnixStream::pair()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut buf = [0u8; FLOOR_RECORD];
+        loop {
+            match far.read_exact(&mut buf) {
+                Ok(()) => far.write_all(&buf)?,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    let record = [b'x'; FLOOR_RECORD];
+    let mut back = [0u8; FLOOR_RECORD];
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = Instant::now();
+        near.write_all(&record)?;
+        near.read_exact(&mut back)?;
+        out.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(near);
+    echo.join().map_err(|_| anyhow::anyhow!("the echo thread panicked"))??;
+    Ok(out)
+}
